@@ -1,0 +1,144 @@
+"""Turning what `fit` / `evaluate` / `predict` receive into batches of `mx.array`.
+
+Every batch source the Trainer uses follows one small protocol, which `mlxkit.data.Stream` follows
+too:
+
+- `iter(source)` yields batches: `(x, y)` tuples or dicts of arrays (NumPy or MLX);
+- `len(source)`, when defined, is the number of batches per epoch;
+- `source.set_epoch(epoch, start_batch=0)`, when defined, fixes that epoch's order as a pure function
+  of the seed and the epoch, and skips the first `start_batch` batches (exact mid-epoch resume).
+
+`ArrayBatches` implements it for in-memory arrays: they are copied to MLX once, and each batch is a
+gather on the device, so no per-step NumPy copy happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten, tree_map
+
+ARRAY_TYPES = (np.ndarray, mx.array)
+
+
+def is_array_tree(value: Any) -> bool:
+    """True for an array, or a non-empty list/tuple/dict whose leaves are all arrays."""
+    if isinstance(value, ARRAY_TYPES):
+        return True
+    if isinstance(value, (list, tuple, dict)) and value:
+        leaves = [leaf for _, leaf in tree_flatten(value, is_leaf=lambda v: isinstance(v, np.ndarray))]
+        return bool(leaves) and all(isinstance(leaf, ARRAY_TYPES) for leaf in leaves)
+    return False
+
+
+def num_samples(tree: Any, argument: str) -> int:
+    """The common leading dimension of every array in `tree`, or a ValueError naming `argument`."""
+    leaves = [
+        (name, leaf)
+        for name, leaf in tree_flatten(tree, is_leaf=lambda v: isinstance(v, np.ndarray))
+    ]
+    sizes = {name or argument: (leaf.shape[0] if leaf.ndim else None) for name, leaf in leaves}
+    if any(size is None for size in sizes.values()):
+        raise ValueError(
+            f"`{argument}` must hold arrays with a leading sample dimension. "
+            f"Received: shapes {[tuple(leaf.shape) for _, leaf in leaves]}"
+        )
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"The arrays in `{argument}` have different lengths: {sizes}")
+    return next(iter(sizes.values()))
+
+
+def to_mx(tree: Any) -> Any:
+    """Converts every NumPy leaf of a batch to `mx.array` (MLX leaves pass through untouched)."""
+    return tree_map(
+        lambda v: mx.array(v) if isinstance(v, np.ndarray) else v,
+        tree,
+        is_leaf=lambda v: isinstance(v, np.ndarray),
+    )
+
+
+def epoch_permutation(num: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of one epoch: a pure function of (seed, epoch), the same on every rank."""
+    return np.random.default_rng([seed, epoch]).permutation(num)
+
+
+class ArrayBatches:
+    """Batches over in-memory arrays `x` (and optionally `y`), following the batch-source protocol.
+
+    Args:
+        x: An array or a tree (tuple/dict) of arrays with a common leading dimension.
+        y: Targets, likewise, or `None`.
+        batch_size: Samples per batch.
+        shuffle: Whether each epoch visits the samples in a fresh seeded order.
+        seed: The data-order seed.
+        drop_last: Drop the last partial batch (static shapes for compiled training).
+        shard: `(rank, num_ranks)`: this rank's disjoint share of every epoch.
+
+    Example:
+        >>> import numpy as np
+        >>> batches = ArrayBatches(np.arange(10), None, batch_size=4, drop_last=False)
+        >>> [b[0].tolist() for b in batches]
+        [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    """
+
+    def __init__(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        shard: tuple[int, int] | None = None,
+    ):
+        self.num = num_samples(x, "x")
+        if y is not None:
+            num_targets = num_samples(y, "y")
+            if num_targets != self.num:
+                raise ValueError(
+                    "`x` and `y` must have the same number of samples. "
+                    f"Received: {self.num} samples in x and {num_targets} in y."
+                )
+        self.x, self.y = to_mx(x), to_mx(y)
+        self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.rank, self.num_ranks = shard or (0, 1)
+        self.epoch, self.start_batch = 0, 0
+
+    def _indices(self) -> np.ndarray:
+        order = (
+            epoch_permutation(self.num, self.seed, self.epoch)
+            if self.shuffle
+            else np.arange(self.num)
+        )
+        if self.num_ranks > 1:
+            # Equal counts on every rank, so no rank waits alone in a collective.
+            per_rank = self.num // self.num_ranks
+            order = order[self.rank * per_rank : (self.rank + 1) * per_rank]
+        return order
+
+    def __len__(self) -> int:
+        count = len(self._indices())
+        return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
+
+    def set_epoch(self, epoch: int, *, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        order = self._indices()
+        stop = len(self) * self.batch_size
+        for start in range(self.start_batch * self.batch_size, stop, self.batch_size):
+            index = order[start : start + self.batch_size]
+            if not self.shuffle and self.num_ranks == 1:
+                take: Any = slice(int(index[0]), int(index[-1]) + 1)
+            else:
+                take = mx.array(index)
+            yield _take(self.x, take), _take(self.y, take)
+        self.start_batch = 0
+
+
+def _take(tree: Any, index: Any) -> Any:
+    return None if tree is None else tree_map(lambda a: a[index], tree)

@@ -1,0 +1,156 @@
+"""The `Callback` base class, the `CallbackList` that dispatches to callbacks, and lazy batch logs.
+
+Hooks use Keras's names. A hook that no callback overrides is never called, and batch-level logs are a
+`LazyLogs` mapping whose values reach Python (one `.item()` each) only if a callback reads them, so
+callbacks that do not look at batches cost nothing per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import mlx.core as mx
+
+if TYPE_CHECKING:
+    from mlxkit.trainer import Trainer
+
+HOOKS = (
+    "on_train_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_test_begin",
+    "on_test_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+    "on_predict_begin",
+    "on_predict_end",
+    "on_predict_batch_begin",
+    "on_predict_batch_end",
+)
+
+
+class LazyLogs(Mapping[str, float]):
+    """A read-only `dict[str, float]` that computes its values on first access.
+
+    The Trainer passes one to batch hooks: reading it syncs the device once, not reading it costs
+    nothing.
+
+    Example:
+        >>> logs = LazyLogs(lambda: {"loss": 0.5})
+        >>> logs["loss"]
+        0.5
+    """
+
+    def __init__(self, compute: Callable[[], dict[str, float]]):
+        self._compute = compute
+        self._values: dict[str, float] | None = None
+
+    def _resolve(self) -> dict[str, float]:
+        if self._values is None:
+            self._values = self._compute()
+        return self._values
+
+    def __getitem__(self, key: str) -> float:
+        return self._resolve()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resolve())
+
+    def __len__(self) -> int:
+        return len(self._resolve())
+
+    def __repr__(self) -> str:
+        return f"LazyLogs({self._resolve()!r})"
+
+
+class Callback:
+    """Base class for callbacks: override the hooks you need.
+
+    Every hook receives `logs`, a mapping of names to floats (`"loss"`, metric names, `"val_"`
+    twins at epoch end). `self.trainer` is set before training starts; set
+    `self.trainer.stop_training = True` to stop after the current batch.
+
+    Callbacks that must survive a resume implement `state_dict()` / `load_state_dict(state)` with
+    JSON-serialisable values; checkpoints save them.
+
+    Example:
+        >>> class PrintLoss(Callback):
+        ...     def on_epoch_end(self, epoch, logs=None):
+        ...         print(f"epoch {epoch}: loss {logs['loss']:.3f}")
+    """
+
+    trainer: Trainer
+
+    def set_trainer(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state that a checkpoint saves (default: none)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores what `state_dict()` returned."""
+        del state
+
+    def state_arrays(self) -> dict[str, mx.array]:
+        """Arrays that a checkpoint saves in safetensors (EarlyStopping's best weights, say)."""
+        return {}
+
+    def load_state_arrays(self, arrays: dict[str, mx.array]) -> None:
+        """Restores what `state_arrays()` returned."""
+        del arrays
+
+    def on_train_begin(self, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_train_end(self, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_train_batch_begin(self, batch: int, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_test_begin(self, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_test_end(self, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_test_batch_begin(self, batch: int, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_test_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_predict_begin(self, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_predict_end(self, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_predict_batch_begin(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
+        ...
+    def on_predict_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None: ...
+
+
+def _overrides(callback: Callback, hook: str) -> bool:
+    return hook in vars(callback) or getattr(type(callback), hook) is not getattr(Callback, hook)
+
+
+class CallbackList:
+    """Calls each hook on the callbacks that override it, in order.
+
+    `wants(hook)` tells the Trainer whether any callback overrides a hook, so that it can skip
+    building batch logs altogether.
+    """
+
+    def __init__(self, callbacks: list[Callback], trainer: Trainer):
+        self.callbacks = list(callbacks)
+        for callback in self.callbacks:
+            if not isinstance(callback, Callback):
+                raise TypeError(
+                    "`callbacks` must be a list of mlxkit.callbacks.Callback instances. "
+                    f"Received: an element of type {type(callback).__name__}: {callback!r}"
+                )
+            callback.set_trainer(trainer)
+        self._by_hook = {
+            hook: [getattr(c, hook) for c in self.callbacks if _overrides(c, hook)] for hook in HOOKS
+        }
+
+    def wants(self, hook: str) -> bool:
+        return bool(self._by_hook[hook])
+
+    def call(self, hook: str, *args: Any) -> None:
+        for method in self._by_hook[hook]:
+            method(*args)
+
+    def find(self, kind: type) -> list[Callback]:
+        return [c for c in self.callbacks if isinstance(c, kind)]

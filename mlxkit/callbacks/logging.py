@@ -1,0 +1,91 @@
+"""Small callbacks: `CSVLogger`, `TerminateOnNaN` and `LambdaCallback`."""
+
+from __future__ import annotations
+
+import csv
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mlxkit.callbacks.base import HOOKS, Callback
+
+
+class CSVLogger(Callback):
+    """Writes one CSV row per epoch: the epoch index and every log value.
+
+    A resumed `fit` (`initial_epoch > 0` or a checkpoint) appends to the existing file; a fresh one
+    rewrites it, unless `append=True`.
+
+    Args:
+        filename: The CSV file.
+        separator: The column separator.
+        append: Always append to an existing file.
+
+    Example:
+        >>> trainer.fit(x, y, epochs=3, callbacks=[CSVLogger("runs/log.csv")])  # doctest: +SKIP
+    """
+
+    def __init__(self, filename: str | os.PathLike, *, separator: str = ",", append: bool = False):
+        self.filename = os.fspath(filename)
+        self.separator = separator
+        self.append = append
+        self._keys: list[str] | None = None
+
+    def on_train_begin(self, logs=None) -> None:
+        resumed = self.trainer.epoch > 0 or self.trainer.start_batch > 0
+        self._keys = None
+        if (self.append or resumed) and os.path.exists(self.filename):
+            with open(self.filename, newline="") as f:
+                header = next(csv.reader(f, delimiter=self.separator), None)
+            self._keys = header[1:] if header else None
+        elif os.path.exists(self.filename):
+            os.remove(self.filename)
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        if getattr(self.trainer, "rank", 0) != 0:
+            return
+        logs = dict(logs or {})
+        new_file = self._keys is None
+        if self._keys is None:
+            self._keys = sorted(logs)
+        os.makedirs(os.path.dirname(os.path.abspath(self.filename)), exist_ok=True)
+        with open(self.filename, "a", newline="") as f:
+            writer = csv.writer(f, delimiter=self.separator)
+            if new_file:
+                writer.writerow(["epoch", *self._keys])
+            writer.writerow([epoch, *(repr(logs.get(k, float("nan"))) for k in self._keys)])
+
+
+class TerminateOnNaN(Callback):
+    """Stops training at the first batch whose loss is NaN or infinite.
+
+    It reads the loss after every batch, which costs one host sync per step.
+
+    Example:
+        >>> trainer.fit(x, y, epochs=10, callbacks=[TerminateOnNaN()])  # doctest: +SKIP
+    """
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
+        loss = self.trainer.loss_state
+        if int(loss["first_bad_step"].item()) >= 0:
+            print(f"TerminateOnNaN: batch {batch}: invalid loss, terminating training", flush=True)
+            self.trainer.stop_training = True
+
+
+class LambdaCallback(Callback):
+    """A callback built from functions, one per hook, named as the hooks.
+
+    Example:
+        >>> printer = LambdaCallback(on_epoch_end=lambda epoch, logs: print(epoch, logs["loss"]))
+        >>> trainer.fit(x, y, epochs=2, callbacks=[printer])  # doctest: +SKIP
+    """
+
+    def __init__(self, **hooks: Callable[..., Any]):
+        unknown = sorted(set(hooks) - set(HOOKS))
+        if unknown:
+            raise ValueError(f"LambdaCallback: unknown hooks {unknown}. Valid hooks: {list(HOOKS)}")
+        for name, function in hooks.items():
+            setattr(self, name, function)
+
+

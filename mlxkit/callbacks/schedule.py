@@ -1,0 +1,59 @@
+"""`LearningRateScheduler`: sets the learning rate at the start of each epoch."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import mlx.core as mx
+
+from mlxkit.callbacks.base import Callback
+from mlxkit.callbacks.monitor import settable_learning_rate
+
+
+class LearningRateScheduler(Callback):
+    """Sets the optimizer's learning rate from the epoch index at the start of every epoch.
+
+    Args:
+        schedule: `schedule(epoch) -> lr`, Keras's `schedule(epoch, lr) -> lr`, or an
+            `mlx.optimizers` schedule (such as `optim.cosine_decay(1e-3, decay_steps=epochs)`),
+            called with the 0-based epoch index.
+
+    For a per-step schedule, give the schedule to the optimizer instead:
+    `optim.Adam(learning_rate=optim.cosine_decay(1e-3, total_steps))`.
+
+    Example:
+        >>> halve = LearningRateScheduler(lambda epoch: 1e-3 * 0.5**epoch)
+        >>> trainer.fit(x, y, epochs=5, callbacks=[halve])  # doctest: +SKIP
+    """
+
+    def __init__(self, schedule: Callable[..., Any]):
+        if not callable(schedule):
+            raise TypeError(
+                "LearningRateScheduler: `schedule` must be callable. "
+                f"Received: schedule of type {type(schedule).__name__}"
+            )
+        self.schedule = schedule
+        try:
+            self._takes_lr = len(inspect.signature(schedule).parameters) >= 2
+        except (TypeError, ValueError):
+            self._takes_lr = False
+
+    def on_train_begin(self, logs=None) -> None:
+        settable_learning_rate(self.trainer.optimizer, "LearningRateScheduler")
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        optimizer = self.trainer.optimizer
+        if self._takes_lr:
+            value = self.schedule(epoch, float(optimizer.learning_rate.item()))
+        else:
+            value = self.schedule(epoch)
+        if isinstance(value, mx.array):
+            value = value.item()
+        if not isinstance(value, (int, float)):
+            raise ValueError(
+                "LearningRateScheduler: the schedule must return a number. "
+                f"Received: {value!r} at epoch {epoch}"
+            )
+        optimizer.learning_rate = float(value)

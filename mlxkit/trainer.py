@@ -1,0 +1,664 @@
+"""`Trainer`: Keras-style `fit` / `evaluate` / `predict` over a plain `mlx.nn.Module`.
+
+The loops here read top to bottom; the maths lives in `train_step`, `test_step` and `predict_step`,
+the override points. Each step is compiled once with `mx.compile` over the state it reads and writes
+(`compiled_state()`: model, optimizer, random state, loss and metric accumulators), so a training step
+runs with no host sync: values reach Python only when a log is needed (a progress refresh, a callback
+that reads batch logs, the end of an epoch).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_map
+
+from mlxkit import losses as losses_module
+from mlxkit import metrics as metrics_module
+from mlxkit._batches import ArrayBatches, is_array_tree, num_samples, to_mx
+from mlxkit.callbacks.base import Callback, CallbackList, LazyLogs
+from mlxkit.callbacks.history import History
+from mlxkit.callbacks.progress import ProgressBar
+
+Batch = tuple[Any, Any]
+
+
+class Trainer:
+    """Trains, evaluates and runs a plain `mlx.nn.Module` with Keras semantics.
+
+    The model stays a plain MLX module: after `fit` it is the same object with trained weights.
+
+    Args:
+        model: Any `mlx.nn.Module`.
+        optimizer: Any `mlx.optimizers.Optimizer`.
+        loss: A callable `(outputs, targets) -> scalar`, or a name from `mlxkit.losses`
+            (`"cross_entropy"`, `"mse"`, `"depth_loss"`, ...).
+        metrics: `mlxkit.metrics.Metric` objects or their names (`"accuracy"`, `"mae"`, ...).
+        compile: Compile the steps with `mx.compile` (default). `compile=False` runs the same steps
+            eagerly with identical results, for debugging.
+        inputs: When batches are dicts (mlx-data samples), the key (or list of keys) of the model's
+            inputs. A list calls `model(*inputs)`.
+        targets: When batches are dicts, the key of the targets.
+        clip_grad_norm: Clip the gradients to this global L2 norm before each update.
+        accumulate_steps: Average the gradients of this many batches before each optimizer update.
+
+    Example:
+        >>> import mlx.nn as nn, mlx.optimizers as optim
+        >>> import numpy as np
+        >>> from mlxkit import Trainer
+        >>> model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+        >>> trainer = Trainer(model, optim.Adam(learning_rate=1e-2), loss="cross_entropy",
+        ...                   metrics=["accuracy"])
+        >>> x = np.random.rand(64, 4).astype("float32"); y = (x.sum(1) > 2).astype("int32")
+        >>> history = trainer.fit(x, y, batch_size=16, epochs=2, verbose=0)
+        >>> sorted(history.history)[:2]
+        ['accuracy', 'learning_rate']
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: optim.Optimizer,
+        loss: str | Callable[[Any, Any], mx.array],
+        metrics: list[str | metrics_module.Metric] | None = None,
+        *,
+        compile: bool = True,
+        inputs: str | list[str] | None = None,
+        targets: str | None = None,
+        clip_grad_norm: float | None = None,
+        accumulate_steps: int = 1,
+    ):
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"`model` must be an mlx.nn.Module. Received: model of type {type(model).__name__}"
+            )
+        if not isinstance(optimizer, optim.Optimizer):
+            raise TypeError(
+                "`optimizer` must be an mlx.optimizers.Optimizer. "
+                f"Received: optimizer of type {type(optimizer).__name__}"
+            )
+        if clip_grad_norm is not None and not clip_grad_norm > 0:
+            raise ValueError(
+                f"`clip_grad_norm` must be a positive number or None. "
+                f"Received: clip_grad_norm={clip_grad_norm!r}"
+            )
+        if not isinstance(accumulate_steps, int) or accumulate_steps < 1:
+            raise ValueError(
+                f"`accumulate_steps` must be an integer >= 1. "
+                f"Received: accumulate_steps={accumulate_steps!r}"
+            )
+        if inputs is None and targets is not None:
+            raise ValueError(
+                f"`targets` names a batch key, so `inputs` must name one too. "
+                f"Received: inputs=None, targets={targets!r}"
+            )
+        self.model = model
+        self.optimizer = optimizer
+        self.loss = losses_module.get(loss)
+        self.metrics = [metrics_module.get(m) for m in (metrics or [])]
+        self.compile = compile
+        self.inputs, self.targets = inputs, targets
+        self.clip_grad_norm = clip_grad_norm
+        self.accumulate_steps = accumulate_steps
+
+        # Device-side accumulators: a sample-weighted loss sum, and the first step whose loss was not
+        # finite, so NaNs are reported with their step without reading the loss every step.
+        self.loss_state = _zero_loss_state()
+        self.gradient_buffer: dict[str, Any] = {}
+        self.optimizer.init(self.model.trainable_parameters())
+        if accumulate_steps > 1:
+            self.gradient_buffer["grads"] = tree_map(mx.zeros_like, model.trainable_parameters())
+
+        self.stop_training = False
+        self.epochs = 0
+        self.epoch = 0
+        self.global_step = 0
+        self.start_batch = 0
+        self.steps_per_epoch: int | None = None
+        self.seed: int | None = None
+        self.history = History()
+        self.callbacks = CallbackList([], self)
+        self._steps: dict[str, Callable[..., Any]] = {}
+        self._apply_now = True
+
+    # ------------------------------------------------------------------ override points
+    def compute_loss(self, outputs: Any, targets: Any) -> mx.array:
+        """The scalar loss of one batch (default: the `loss` given to the constructor)."""
+        return self.loss(outputs, targets)
+
+    def forward(self, x: Any) -> Any:
+        """Calls the model on a batch's inputs; a tuple of inputs is passed as positional args."""
+        return self.model(*x) if isinstance(x, tuple) else self.model(x)
+
+    def train_step(self, batch: Batch) -> mx.array:
+        """One optimisation step on `batch = (inputs, targets)`; returns the loss.
+
+        Runs inside `mx.compile` (unless `compile=False`): use MLX operations only, no `.item()`.
+        Override it for custom training (a GAN with two optimizers, say), and extend
+        `compiled_state()` with any extra module or optimizer it updates.
+        """
+        x, y = batch
+
+        def loss_fn(x, y):
+            outputs = self.forward(x)
+            return self.compute_loss(outputs, y), outputs
+
+        (loss, outputs), grads = nn.value_and_grad(self.model, loss_fn)(x, y)
+        self.apply_gradients(grads)
+        self.update_metrics(loss, outputs, y)
+        return loss
+
+    def test_step(self, batch: Batch) -> mx.array:
+        """Computes the loss and updates the metrics on `batch` in inference mode."""
+        x, y = batch
+        outputs = self.forward(x)
+        loss = self.compute_loss(outputs, y)
+        self.update_metrics(loss, outputs, y)
+        return loss
+
+    def predict_step(self, batch: Batch) -> Any:
+        """Returns the model's outputs on `batch`'s inputs in inference mode."""
+        return self.forward(batch[0])
+
+    def compiled_state(self) -> list[Any]:
+        """Everything the compiled steps read and write. Subclasses extend it with extra state."""
+        return [
+            self.model.state,
+            self.optimizer.state,
+            mx.random.state,
+            self.loss_state,
+            [m.state for m in self.metrics],
+            self.gradient_buffer,
+        ]
+
+    # ------------------------------------------------------------------ helpers for steps
+    def apply_gradients(self, grads: Any) -> None:
+        """Accumulates, clips and applies `grads` to the model with the optimizer."""
+        if self.accumulate_steps > 1:
+            grads = tree_map(mx.add, self.gradient_buffer["grads"], grads)
+            if not self._apply_now:
+                self.gradient_buffer["grads"] = grads
+                return
+            grads = tree_map(lambda g: g / self.accumulate_steps, grads)
+            self.gradient_buffer["grads"] = tree_map(mx.zeros_like, grads)
+        if self.clip_grad_norm is not None:
+            grads, _ = optim.clip_grad_norm(grads, self.clip_grad_norm)
+        self.optimizer.update(self.model, grads)
+
+    def update_metrics(self, loss: mx.array, outputs: Any, targets: Any) -> None:
+        """Adds one batch's loss and outputs to the running loss and metrics."""
+        count = mx.array(_batch_size(outputs), dtype=mx.float32)
+        state = self.loss_state
+        bad = ~mx.isfinite(loss) & (state["first_bad_step"] < 0)
+        state["first_bad_step"] = mx.where(bad, state["steps"], state["first_bad_step"])
+        state["total"] = state["total"] + loss.astype(mx.float32) * count
+        state["count"] = state["count"] + count
+        state["steps"] = state["steps"] + 1
+        for metric in self.metrics:
+            metric.update(outputs, targets)
+
+    def _step(self, kind: Literal["train", "train_accumulate", "test", "predict"]):
+        """Builds (once) and returns the compiled or eager step function of one kind."""
+        if kind in self._steps:
+            return self._steps[kind]
+        if kind == "predict":
+            fn: Callable[..., Any] = self.predict_step
+            state: list[Any] = [self.model.state]
+            if self.compile:
+                fn = mx.compile(fn, inputs=state)
+        else:
+            method = self.test_step if kind == "test" else self.train_step
+            apply_now = kind != "train_accumulate"
+
+            def fn(batch, method=method, apply_now=apply_now):
+                self._apply_now = apply_now
+                return method(batch)
+
+            if self.compile:
+                state = self.compiled_state()
+                fn = mx.compile(fn, inputs=state, outputs=state)
+        self._steps[kind] = fn
+        return fn
+
+    # ------------------------------------------------------------------ batches
+    def _unpack(self, batch: Any) -> Batch:
+        if isinstance(batch, Mapping):
+            if self.inputs is None:
+                raise ValueError(
+                    "Batches are dicts, so the Trainer needs `inputs=` (and `targets=`) naming "
+                    f"their keys. Keys present: {sorted(batch)}"
+                )
+            keys = [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
+            if self.targets is not None:
+                keys.append(self.targets)
+            missing = [k for k in keys if k not in batch]
+            if missing:
+                raise KeyError(
+                    f"Batch has no key(s) {missing} (from inputs={self.inputs!r}, "
+                    f"targets={self.targets!r}). Keys present: {sorted(batch)}"
+                )
+            x = (
+                batch[self.inputs]
+                if isinstance(self.inputs, str)
+                else tuple(batch[k] for k in self.inputs)
+            )
+            y = batch[self.targets] if self.targets is not None else None
+            return to_mx(x), to_mx(y)
+        if isinstance(batch, tuple) and len(batch) in (1, 2):
+            x, y = (batch[0], None) if len(batch) == 1 else batch
+            return to_mx(x), to_mx(y)
+        if is_array_tree(batch):
+            return to_mx(batch), None
+        raise TypeError(
+            "A batch must be an (inputs, targets) tuple, an array, or a dict with `inputs=` / "
+            f"`targets=` keys. Received: a batch of type {type(batch).__name__}"
+        )
+
+    def _batches(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        argument: str,
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+    ) -> Any:
+        """Wraps arrays in `ArrayBatches`; passes batch sources (streams, iterables) through."""
+        if is_array_tree(x):
+            if isinstance(x, (list, dict)) and not isinstance(x, tuple):
+                x = tuple(x) if isinstance(x, list) else x
+            return ArrayBatches(
+                x,
+                y,
+                batch_size=batch_size,
+                shuffle=shuffle,
+                seed=self.seed or 0,
+                drop_last=drop_last,
+            )
+        if y is not None:
+            raise ValueError(
+                f"`y` is only for array inputs; the batches of `{argument}` carry their targets. "
+                f"Received: {argument} of type {type(x).__name__} and y of type {type(y).__name__}"
+            )
+        if isinstance(x, Iterable) and not isinstance(x, (str, bytes)):
+            return x
+        raise TypeError(
+            f"`{argument}` must be NumPy/MLX arrays or a re-iterable source of batches (an "
+            f"mlxkit.data.Stream, a list of batches, ...). Received: {type(x).__name__}"
+        )
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        batch_size: int = 32,
+        epochs: int = 1,
+        validation_data: Any = None,
+        validation_split: float = 0.0,
+        validation_freq: int | list[int] = 1,
+        shuffle: bool = True,
+        initial_epoch: int = 0,
+        steps_per_epoch: int | None = None,
+        callbacks: list[Callback] | None = None,
+        verbose: Literal["auto", 0, 1, 2] = "auto",
+        seed: int | None = None,
+        drop_last: bool = True,
+        resume_from: str | os.PathLike | None = None,
+    ) -> History:
+        """Trains the model for `epochs` epochs and returns the `History`.
+
+        Args:
+            x: Input arrays (with `y`), or a re-iterable source of batches: an `mlxkit.data.Stream`,
+                a list of `(x, y)` tuples or dicts.
+            y: Target arrays, when `x` is arrays.
+            batch_size: Samples per batch, when `x` is arrays.
+            epochs: The epoch to stop at (Keras semantics: with `initial_epoch=2, epochs=5`, three
+                epochs run).
+            validation_data: `(x_val, y_val)` arrays or a batch source, evaluated at epoch ends.
+            validation_split: Fraction of the arrays, taken from the end before shuffling, held out
+                for validation.
+            validation_freq: Validate every this many epochs, or at the listed (1-based) epochs.
+            shuffle: Visit the training arrays in a fresh seeded order each epoch.
+            initial_epoch: The epoch to start from.
+            steps_per_epoch: Batches per epoch (default: all of them).
+            callbacks: `mlxkit.callbacks.Callback` objects. `History` and a `ProgressBar` are added.
+            verbose: `"auto"` (a bar on a terminal, a line per epoch otherwise), `0` (silent), `1`
+                (bar) or `2` (line per epoch).
+            seed: Seeds the data order and `mx.random` (dropout) for a reproducible run.
+            drop_last: Drop the last partial training batch, so the compiled step keeps one shape.
+            resume_from: A checkpoint folder (`save_checkpoint`, `ModelCheckpoint`) to resume
+                from, mid-epoch included.
+
+        Returns:
+            The `History`, whose `.history` maps `"loss"`, each metric and their `"val_"` twins to
+            per-epoch floats.
+        """
+        _check_positive_int(batch_size, "batch_size")
+        if not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"`epochs` must be an integer >= 0. Received: epochs={epochs!r}")
+        if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
+            raise ValueError(
+                f"`validation_split` must be a number in [0, 1). "
+                f"Received: validation_split={validation_split!r}"
+            )
+        if steps_per_epoch is not None:
+            _check_positive_int(steps_per_epoch, "steps_per_epoch")
+        if verbose not in ("auto", 0, 1, 2):
+            raise ValueError(
+                f"`verbose` must be 'auto', 0, 1 or 2. Received: verbose={verbose!r}"
+            )
+        if validation_split and validation_data is not None:
+            raise ValueError(
+                "Pass `validation_data` or `validation_split`, not both. "
+                f"Received: validation_split={validation_split!r} and validation_data"
+            )
+
+        self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+        if seed is not None:
+            mx.random.seed(seed)
+        if validation_split:
+            if not is_array_tree(x):
+                raise ValueError(
+                    "`validation_split` needs array inputs; for a batch source pass "
+                    f"`validation_data`. Received: x of type {type(x).__name__}"
+                )
+            total = num_samples(x, "x")
+            cut = total - int(math.ceil(total * validation_split))
+            if cut <= 0:
+                raise ValueError(
+                    f"`validation_split={validation_split}` leaves no training samples "
+                    f"out of {total}."
+                )
+            x, validation_data = _split(x, y, cut)
+            y = None if y is None else _slice(y, 0, cut)
+
+        train = self._batches(
+            x, y, argument="x", batch_size=batch_size, shuffle=shuffle, drop_last=drop_last
+        )
+        validation = None
+        if validation_data is not None:
+            validation = self._validation_batches(validation_data, batch_size)
+
+        callback_list = [self.history, *(callbacks or [])]
+        mode = {"auto": "auto", 1: "bar", 2: "line"}.get(verbose)
+        if mode is not None and not any(isinstance(c, ProgressBar) for c in callback_list):
+            callback_list.append(ProgressBar(mode))
+        self.callbacks = CallbackList(callback_list, self)
+        self.epochs = epochs
+        self.epoch, self.start_batch = initial_epoch, 0
+        self.stop_training = False
+        if resume_from is not None:
+            from mlxkit.checkpoint import load_checkpoint
+
+            load_checkpoint(self, resume_from)
+        if hasattr(train, "set_epoch") and self.seed is not None and hasattr(train, "seed"):
+            train.seed = self.seed
+        self.steps_per_epoch = steps_per_epoch or _length(train)
+
+        self._check_first_batch(train)
+        self.model.train()
+        self.callbacks.call("on_train_begin", None)
+        epoch_logs: dict[str, float] = {}
+        while self.epoch < epochs and not self.stop_training:
+            epoch_logs = self._fit_epoch(train, validation, validation_freq, steps_per_epoch)
+        self.callbacks.call("on_train_end", epoch_logs)
+        return self.history
+
+    def _fit_epoch(self, train, validation, validation_freq, steps_per_epoch) -> dict[str, float]:
+        epoch = self.epoch
+        if self.start_batch == 0:
+            self._reset_metrics()
+        if hasattr(train, "set_epoch"):
+            train.set_epoch(epoch, start_batch=self.start_batch)
+        self.callbacks.call("on_epoch_begin", epoch, None)
+        batch_begin = self.callbacks.wants("on_train_batch_begin")
+        batch_end = self.callbacks.wants("on_train_batch_end")
+        logs = LazyLogs(self._logs) if batch_begin or batch_end else None
+        start_time = time.perf_counter()
+        samples_start = self._samples_seen()
+        step = self.start_batch
+        pending: Any = None
+        for raw in train:
+            if steps_per_epoch is not None and step >= steps_per_epoch:
+                break
+            if batch_begin:
+                self.callbacks.call("on_train_batch_begin", step, logs)
+            accumulate = (self.global_step + 1) % self.accumulate_steps != 0
+            step_fn = self._step("train_accumulate" if accumulate else "train")
+            step_fn(self._unpack(raw))
+            # Queue this step and wait for the previous one: Python builds step n+1 while step n
+            # runs, and never runs more than one step ahead.
+            mx.async_eval(self.compiled_state())
+            if pending is not None:
+                mx.eval(pending)
+            pending = self.loss_state["total"]
+            step += 1
+            self.global_step += 1
+            self.start_batch = step
+            if batch_end:
+                logs = LazyLogs(self._logs)
+                self.callbacks.call("on_train_batch_end", step - 1, logs)
+            if self.stop_training:
+                break
+        mx.eval(self.compiled_state())
+        seconds = time.perf_counter() - start_time
+        if step == self.start_batch and step == 0:
+            raise ValueError(
+                "The training data yielded no batch in this epoch. With drop_last=True every batch "
+                "must be full: is batch_size larger than the dataset?"
+            )
+        epoch_logs = self._logs()
+        self._report_bad_loss(epoch)
+        epoch_logs["learning_rate"] = float(self.optimizer.learning_rate.item())
+        epoch_logs["samples_per_second"] = (self._samples_seen() - samples_start) / max(
+            seconds, 1e-9
+        )
+        epoch_logs["peak_memory_mb"] = mx.get_peak_memory() / 2**20
+        epoch_logs["active_memory_mb"] = mx.get_active_memory() / 2**20
+        if validation is not None and _due(epoch, validation_freq):
+            val_logs = self._evaluate(validation, training=True)
+            epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+        # The epoch is complete: a checkpoint written from here on resumes at the next one.
+        self.epoch, self.start_batch = epoch + 1, 0
+        self.callbacks.call("on_epoch_end", epoch, epoch_logs)
+        return epoch_logs
+
+    def _validation_batches(self, validation_data: Any, batch_size: int) -> Any:
+        if isinstance(validation_data, tuple) and len(validation_data) == 2:
+            if is_array_tree(validation_data[0]):
+                return self._batches(
+                    validation_data[0], validation_data[1], argument="validation_data",
+                    batch_size=batch_size,
+                )
+        return self._batches(
+            validation_data, None, argument="validation_data", batch_size=batch_size
+        )
+
+    def _check_first_batch(self, batches: Any) -> None:
+        """Validates the batch structure before anything is compiled or trained."""
+        if isinstance(batches, ArrayBatches):
+            if isinstance(self.inputs, str) or self.targets is not None:
+                raise ValueError(
+                    "`inputs=` / `targets=` name keys of dict batches, but fit received arrays."
+                )
+            return
+        if isinstance(batches, (list, tuple)):
+            if not batches:
+                raise ValueError("`x` is an empty list of batches.")
+            self._unpack(batches[0])
+
+    # ------------------------------------------------------------------ evaluate / predict
+    def evaluate(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        batch_size: int = 32,
+        callbacks: list[Callback] | None = None,
+    ) -> dict[str, float]:
+        """Returns the loss and metrics over all of `x` (the last partial batch included).
+
+        Example:
+            >>> trainer.evaluate(x_test, y_test)  # doctest: +SKIP
+            {'loss': 0.08, 'accuracy': 0.975}
+        """
+        _check_positive_int(batch_size, "batch_size")
+        batches = self._batches(x, y, argument="x", batch_size=batch_size)
+        if callbacks is not None:
+            self.callbacks = CallbackList(callbacks, self)
+        return self._evaluate(batches, training=False)
+
+    def _evaluate(self, batches: Any, *, training: bool) -> dict[str, float]:
+        saved = self._save_running_state() if training else None
+        self._reset_metrics()
+        self.model.eval()
+        if hasattr(batches, "set_epoch"):
+            batches.set_epoch(0)
+        self.callbacks.call("on_test_begin", None)
+        step_fn = self._step("test")
+        wants_batch = self.callbacks.wants("on_test_batch_end")
+        for index, raw in enumerate(batches):
+            if self.callbacks.wants("on_test_batch_begin"):
+                self.callbacks.call("on_test_batch_begin", index, None)
+            step_fn(self._unpack(raw))
+            mx.async_eval(self.loss_state, [m.state for m in self.metrics])
+            if wants_batch:
+                self.callbacks.call("on_test_batch_end", index, LazyLogs(self._logs))
+        logs = self._logs()
+        self.callbacks.call("on_test_end", logs)
+        if saved is not None:
+            self._restore_running_state(saved)
+            self.model.train()
+        return logs
+
+    def predict(self, x: Any, *, batch_size: int = 32) -> Any:
+        """Returns the model's outputs on all of `x`, concatenated (a tree for multi-output models).
+
+        Example:
+            >>> probabilities = mx.softmax(trainer.predict(x_test), axis=-1)  # doctest: +SKIP
+        """
+        _check_positive_int(batch_size, "batch_size")
+        batches = self._batches(x, None, argument="x", batch_size=batch_size)
+        self.model.eval()
+        step_fn = self._step("predict")
+        self.callbacks.call("on_predict_begin", None)
+        outputs = []
+        for index, raw in enumerate(batches):
+            batch = self._unpack(raw)
+            outputs.append(step_fn(batch))
+            mx.async_eval(outputs[-1])
+            self.callbacks.call("on_predict_batch_end", index, None)
+        self.callbacks.call("on_predict_end", None)
+        self.model.train()
+        if not outputs:
+            raise ValueError("predict: `x` yielded no batch.")
+        return tree_map(lambda *parts: mx.concatenate(parts, axis=0), outputs[0], *outputs[1:])
+
+    # ------------------------------------------------------------------ logs and state
+    def _logs(self) -> dict[str, float]:
+        """Reads the running loss and metrics back to Python: one device sync."""
+        state = self.loss_state
+        values = [state["total"] / mx.maximum(state["count"], 1.0)]
+        values += [m.result() for m in self.metrics]
+        mx.eval(values)
+        logs = {"loss": values[0].item()}
+        for metric, value in zip(self.metrics, values[1:]):
+            logs[metric.name] = value.item()
+        return logs
+
+    def _report_bad_loss(self, epoch: int) -> None:
+        first_bad = int(self.loss_state["first_bad_step"].item())
+        if first_bad >= 0:
+            print(
+                f"mlxkit: the training loss was NaN or infinite at epoch {epoch + 1}, "
+                f"step {first_bad + 1} (1-based). Lower the learning rate, clip gradients "
+                "(clip_grad_norm=) or check the data; TerminateOnNaN stops training on it.",
+                flush=True,
+            )
+
+    def _samples_seen(self) -> float:
+        return float(self.loss_state["count"].item())
+
+    def _reset_metrics(self) -> None:
+        fresh = _zero_loss_state()
+        for key in fresh:
+            self.loss_state[key] = fresh[key]
+        for metric in self.metrics:
+            metric.reset()
+
+    def _save_running_state(self) -> tuple[dict[str, mx.array], list[dict[str, mx.array]]]:
+        return dict(self.loss_state), [dict(m.state) for m in self.metrics]
+
+    def _restore_running_state(self, saved) -> None:
+        loss_state, metric_states = saved
+        self.loss_state.update(loss_state)
+        for metric, state in zip(self.metrics, metric_states):
+            metric.state.update(state)
+
+    def save_checkpoint(self, path: str | os.PathLike) -> str:
+        """Writes a resumable checkpoint folder (see `mlxkit.checkpoint`); returns its path."""
+        from mlxkit.checkpoint import save_checkpoint
+
+        return save_checkpoint(self, path)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restores everything a checkpoint holds (strict: a mismatch applies nothing)."""
+        from mlxkit.checkpoint import load_checkpoint
+
+        load_checkpoint(self, path)
+
+
+def _zero_loss_state() -> dict[str, mx.array]:
+    return {
+        "total": mx.array(0.0),
+        "count": mx.array(0.0),
+        "steps": mx.array(0, dtype=mx.int32),
+        "first_bad_step": mx.array(-1, dtype=mx.int32),
+    }
+
+
+def _batch_size(outputs: Any) -> int:
+    leaf = outputs
+    while isinstance(leaf, (list, tuple, dict)):
+        leaf = next(iter(leaf.values())) if isinstance(leaf, dict) else leaf[0]
+    return leaf.shape[0] if getattr(leaf, "ndim", 0) else 1
+
+
+def _check_positive_int(value: Any, name: str) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+
+
+def _length(batches: Any) -> int | None:
+    try:
+        return len(batches)
+    except TypeError:
+        return None
+
+
+def _due(epoch: int, validation_freq: int | list[int]) -> bool:
+    if isinstance(validation_freq, int):
+        return (epoch + 1) % validation_freq == 0
+    return epoch + 1 in validation_freq
+
+
+def _slice(tree: Any, start: int, stop: int | None) -> Any:
+    return tree_map(lambda a: a[start:stop], tree, is_leaf=lambda v: isinstance(v, np.ndarray))
+
+
+def _split(x: Any, y: Any, cut: int) -> tuple[Any, tuple[Any, Any]]:
+    """Keras's validation_split: the last samples, before any shuffling, are held out."""
+    validation = (_slice(x, cut, None), None if y is None else _slice(y, cut, None))
+    return _slice(x, 0, cut), validation

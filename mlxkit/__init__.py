@@ -1,5 +1,6 @@
 """mlxkit: Keras-style training, data streams, checkpoints and export for Apple MLX.
 
+`from mlxkit import Trainer` gives `fit` / `evaluate` / `predict` over a plain `mlx.nn.Module`.
 Importing mlxkit before `mlx.core` lets it load an optimized BLAS on Linux (see `mlxkit._blas`).
 """
 
@@ -7,6 +8,21 @@ from mlxkit import _blas
 
 _blas.load()
 
+from mlxkit import callbacks, losses, metrics  # noqa: E402
+from mlxkit.callbacks import History  # noqa: E402
+from mlxkit.checkpoint import load_weights  # noqa: E402
+from mlxkit.summary import summary  # noqa: E402
+from mlxkit.trainer import Trainer  # noqa: E402
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "History",
+    "Trainer",
+    "__version__",
+    "callbacks",
+    "load_weights",
+    "losses",
+    "metrics",
+    "summary",
+]

@@ -25,10 +25,13 @@ ARRAY_TYPES = (np.ndarray, mx.array)
 
 
 def is_array_tree(value: Any) -> bool:
-    """True for an array, or a non-empty list/tuple/dict whose leaves are all arrays."""
+    """True for an array, or a non-empty tuple/dict whose leaves are all arrays.
+
+    Lists are not array trees: a list passed to `fit` is a list of batches.
+    """
     if isinstance(value, ARRAY_TYPES):
         return True
-    if isinstance(value, (list, tuple, dict)) and value:
+    if isinstance(value, (tuple, dict)) and value:
         leaves = [leaf for _, leaf in tree_flatten(value, is_leaf=lambda v: isinstance(v, np.ndarray))]
         return bool(leaves) and all(isinstance(leaf, ARRAY_TYPES) for leaf in leaves)
     return False

@@ -187,3 +187,17 @@ def load() -> BlasStatus:
         status.library, status.source = path, source
         return status
     return status
+
+
+_advised = False
+
+
+def advise_once() -> None:
+    """Prints, once per process, how to get a fast BLAS when only the reference one is in use."""
+    global _advised
+    if _advised or not sys.platform.startswith("linux") or status.library is not None:
+        return
+    _advised = True
+    if status.source.startswith("reference BLAS (MLXKIT_BLAS=off)"):
+        return
+    print(f"mlxkit: {HINT}", file=sys.stderr, flush=True)

@@ -45,7 +45,7 @@ def _flat(tree: Any) -> dict[str, mx.array]:
 def _running_state(trainer: Trainer) -> dict[str, Any]:
     return {
         "loss": trainer.loss_state,
-        "metrics": {str(i): m.state for i, m in enumerate(trainer.metrics)},
+        "metrics": {f"metric{i}": m.state for i, m in enumerate(trainer.metrics)},
         "gradient_buffer": trainer.gradient_buffer,
         "random": {"key": mx.random.state[0]},
     }
@@ -224,7 +224,7 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
     running = tree_unflatten(list(arrays["state"].items()))
     trainer.loss_state.update(running["loss"])
     for index, metric in enumerate(trainer.metrics):
-        metric.state.update(running["metrics"][str(index)])
+        metric.state.update(running["metrics"][f"metric{index}"])
     if "grads" in running.get("gradient_buffer", {}):
         trainer.gradient_buffer["grads"] = running["gradient_buffer"]["grads"]
     # MLX exposes no setter for its global key, but `seed(n)` sets the key to (n >> 32, n & 0xffffffff).

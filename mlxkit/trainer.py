@@ -9,6 +9,7 @@ that reads batch logs, the end of an epoch).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import random
@@ -20,14 +21,16 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_map
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
+from mlxkit import _blas
 from mlxkit import losses as losses_module
 from mlxkit import metrics as metrics_module
 from mlxkit._batches import ArrayBatches, is_array_tree, num_samples, to_mx
 from mlxkit.callbacks.base import Callback, CallbackList, LazyLogs
 from mlxkit.callbacks.history import History
 from mlxkit.callbacks.progress import ProgressBar
+from mlxkit.distributed import ShardedBatches, all_sum_states, distributed_group
 
 Batch = tuple[Any, Any]
 
@@ -50,6 +53,9 @@ class Trainer:
         targets: When batches are dicts, the key of the targets.
         clip_grad_norm: Clip the gradients to this global L2 norm before each update.
         accumulate_steps: Average the gradients of this many batches before each optimizer update.
+        distributed: Data-parallel training over `mx.distributed`. `None` (default) turns it on when
+            the process was started by `mlx.launch` with more than one rank; `True` requires it;
+            `False` trains this process alone. See `mlxkit.distributed`.
 
     Example:
         >>> import mlx.nn as nn, mlx.optimizers as optim
@@ -76,6 +82,7 @@ class Trainer:
         targets: str | None = None,
         clip_grad_norm: float | None = None,
         accumulate_steps: int = 1,
+        distributed: bool | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(
@@ -101,6 +108,9 @@ class Trainer:
                 f"`targets` names a batch key, so `inputs` must name one too. "
                 f"Received: inputs=None, targets={targets!r}"
             )
+        self.group = distributed_group(distributed)
+        self.rank = self.group.rank() if self.group is not None else 0
+        self.world_size = self.group.size() if self.group is not None else 1
         self.model = model
         self.optimizer = optimizer
         self.loss = losses_module.get(loss)
@@ -190,6 +200,8 @@ class Trainer:
                 return
             grads = tree_map(lambda g: g / self.accumulate_steps, grads)
             self.gradient_buffer["grads"] = tree_map(mx.zeros_like, grads)
+        if self.group is not None:
+            grads = nn.average_gradients(grads, group=self.group)
         if self.clip_grad_norm is not None:
             grads, _ = optim.clip_grad_norm(grads, self.clip_grad_norm)
         self.optimizer.update(self.model, grads)
@@ -272,11 +284,14 @@ class Trainer:
         batch_size: int,
         shuffle: bool = False,
         drop_last: bool = False,
+        shard: bool = False,
     ) -> Any:
-        """Wraps arrays in `ArrayBatches`; passes batch sources (streams, iterables) through."""
+        """Wraps arrays in `ArrayBatches`; passes batch sources (streams, iterables) through.
+
+        With `shard=True` under distributed training, each rank gets its disjoint share.
+        """
+        shard = shard and self.world_size > 1
         if is_array_tree(x):
-            if isinstance(x, (list, dict)) and not isinstance(x, tuple):
-                x = tuple(x) if isinstance(x, list) else x
             return ArrayBatches(
                 x,
                 y,
@@ -284,6 +299,7 @@ class Trainer:
                 shuffle=shuffle,
                 seed=self.seed or 0,
                 drop_last=drop_last,
+                shard=(self.rank, self.world_size) if shard else None,
             )
         if y is not None:
             raise ValueError(
@@ -291,7 +307,12 @@ class Trainer:
                 f"Received: {argument} of type {type(x).__name__} and y of type {type(y).__name__}"
             )
         if isinstance(x, Iterable) and not isinstance(x, (str, bytes)):
-            return x
+            if not shard:
+                return x
+            if getattr(x, "shard", None) in (None, (0, 1)) and hasattr(x, "set_epoch"):
+                x.shard = (self.rank, self.world_size)  # an mlxkit.data.Stream shards itself
+                return x
+            return ShardedBatches(x, self.rank, self.world_size)
         raise TypeError(
             f"`{argument}` must be NumPy/MLX arrays or a re-iterable source of batches (an "
             f"mlxkit.data.Stream, a list of batches, ...). Received: {type(x).__name__}"
@@ -385,14 +406,15 @@ class Trainer:
             y = None if y is None else _slice(y, 0, cut)
 
         train = self._batches(
-            x, y, argument="x", batch_size=batch_size, shuffle=shuffle, drop_last=drop_last
+            x, y, argument="x", batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+            shard=True,
         )
         validation = None
         if validation_data is not None:
             validation = self._validation_batches(validation_data, batch_size)
 
         callback_list = [self.history, *(callbacks or [])]
-        mode = {"auto": "auto", 1: "bar", 2: "line"}.get(verbose)
+        mode = {"auto": "auto", 1: "bar", 2: "line"}.get(verbose) if self.rank == 0 else None
         if mode is not None and not any(isinstance(c, ProgressBar) for c in callback_list):
             callback_list.append(ProgressBar(mode))
         self.callbacks = CallbackList(callback_list, self)
@@ -408,11 +430,25 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch or _length(train)
 
         self._check_first_batch(train)
+        _blas.advise_once()
+        if self.group is not None:
+            self._synchronize_parameters()
         self.model.train()
         self.callbacks.call("on_train_begin", None)
         epoch_logs: dict[str, float] = {}
         while self.epoch < epochs and not self.stop_training:
-            epoch_logs = self._fit_epoch(train, validation, validation_freq, steps_per_epoch)
+            try:
+                epoch_logs = self._fit_epoch(train, validation, validation_freq, steps_per_epoch)
+            except RuntimeError as error:
+                if self.group is None:
+                    raise
+                raise RuntimeError(
+                    f"mlxkit: rank {self.rank} of {self.world_size} stopped at epoch "
+                    f"{self.epoch + 1}, step {self.start_batch + 1}: a collective failed, most "
+                    f"likely because another rank died or was killed ({error}). Checkpoints "
+                    "already written are intact: relaunch with resume_from= (or "
+                    "BackupAndRestore) to continue."
+                ) from error
         self.callbacks.call("on_train_end", epoch_logs)
         return self.history
 
@@ -422,6 +458,10 @@ class Trainer:
             self._reset_metrics()
         if hasattr(train, "set_epoch"):
             train.set_epoch(epoch, start_batch=self.start_batch)
+        batches = iter(train)
+        if self.start_batch and not hasattr(train, "set_epoch"):
+            # A plain iterable cannot skip without loading: resume by consuming the batches done.
+            batches = itertools.islice(batches, self.start_batch, None)
         self.callbacks.call("on_epoch_begin", epoch, None)
         batch_begin = self.callbacks.wants("on_train_batch_begin")
         batch_end = self.callbacks.wants("on_train_batch_end")
@@ -430,7 +470,7 @@ class Trainer:
         samples_start = self._samples_seen()
         step = self.start_batch
         pending: Any = None
-        for raw in train:
+        for raw in batches:
             if steps_per_epoch is not None and step >= steps_per_epoch:
                 break
             if batch_begin:
@@ -450,7 +490,9 @@ class Trainer:
             if batch_end:
                 logs = LazyLogs(self._logs)
                 self.callbacks.call("on_train_batch_end", step - 1, logs)
-            if self.stop_training:
+            # Under distributed training a stop waits for the epoch end, where all ranks agree on
+            # it; a rank that stopped alone would leave the others waiting in a collective.
+            if self.stop_training and self.group is None:
                 break
         mx.eval(self.compiled_state())
         seconds = time.perf_counter() - start_time
@@ -459,12 +501,11 @@ class Trainer:
                 "The training data yielded no batch in this epoch. With drop_last=True every batch "
                 "must be full: is batch_size larger than the dataset?"
             )
-        epoch_logs = self._logs()
+        epoch_logs = self._logs(synchronize=True)
         self._report_bad_loss(epoch)
         epoch_logs["learning_rate"] = float(self.optimizer.learning_rate.item())
-        epoch_logs["samples_per_second"] = (self._samples_seen() - samples_start) / max(
-            seconds, 1e-9
-        )
+        samples = (self._samples_seen() - samples_start) * self.world_size
+        epoch_logs["samples_per_second"] = samples / max(seconds, 1e-9)
         epoch_logs["peak_memory_mb"] = mx.get_peak_memory() / 2**20
         epoch_logs["active_memory_mb"] = mx.get_active_memory() / 2**20
         if validation is not None and _due(epoch, validation_freq):
@@ -473,17 +514,32 @@ class Trainer:
         # The epoch is complete: a checkpoint written from here on resumes at the next one.
         self.epoch, self.start_batch = epoch + 1, 0
         self.callbacks.call("on_epoch_end", epoch, epoch_logs)
+        if self.group is not None:
+            votes = mx.distributed.all_sum(mx.array(int(self.stop_training)), group=self.group)
+            self.stop_training = votes.item() > 0
         return epoch_logs
+
+    def _synchronize_parameters(self) -> None:
+        """Gives every rank rank 0's weights, so that data-parallel replicas start identical."""
+        flat = tree_flatten(self.model.parameters())
+        synced = [
+            (key, mx.distributed.all_sum(
+                value if self.rank == 0 else mx.zeros_like(value), group=self.group
+            ))
+            for key, value in flat
+        ]
+        self.model.update(tree_unflatten(synced))
+        mx.eval(self.model.parameters())
 
     def _validation_batches(self, validation_data: Any, batch_size: int) -> Any:
         if isinstance(validation_data, tuple) and len(validation_data) == 2:
             if is_array_tree(validation_data[0]):
                 return self._batches(
                     validation_data[0], validation_data[1], argument="validation_data",
-                    batch_size=batch_size,
+                    batch_size=batch_size, shard=True,
                 )
         return self._batches(
-            validation_data, None, argument="validation_data", batch_size=batch_size
+            validation_data, None, argument="validation_data", batch_size=batch_size, shard=True
         )
 
     def _check_first_batch(self, batches: Any) -> None:
@@ -515,7 +571,7 @@ class Trainer:
             {'loss': 0.08, 'accuracy': 0.975}
         """
         _check_positive_int(batch_size, "batch_size")
-        batches = self._batches(x, y, argument="x", batch_size=batch_size)
+        batches = self._batches(x, y, argument="x", batch_size=batch_size, shard=True)
         if callbacks is not None:
             self.callbacks = CallbackList(callbacks, self)
         return self._evaluate(batches, training=False)
@@ -536,7 +592,7 @@ class Trainer:
             mx.async_eval(self.loss_state, [m.state for m in self.metrics])
             if wants_batch:
                 self.callbacks.call("on_test_batch_end", index, LazyLogs(self._logs))
-        logs = self._logs()
+        logs = self._logs(synchronize=True)
         self.callbacks.call("on_test_end", logs)
         if saved is not None:
             self._restore_running_state(saved)
@@ -567,12 +623,24 @@ class Trainer:
         return tree_map(lambda *parts: mx.concatenate(parts, axis=0), outputs[0], *outputs[1:])
 
     # ------------------------------------------------------------------ logs and state
-    def _logs(self) -> dict[str, float]:
-        """Reads the running loss and metrics back to Python: one device sync."""
+    def _logs(self, *, synchronize: bool = False) -> dict[str, float]:
+        """Reads the running loss and metrics back to Python: one device sync.
+
+        With `synchronize=True` under distributed training, the sums are all-reduced first so every
+        rank logs the global values. Batch-level logs stay local: they are read by rank 0's
+        callbacks alone, and a collective on one rank would wait forever.
+        """
+        states = [self.loss_state, *(m.state for m in self.metrics)]
+        saved = [dict(state) for state in states]
+        if synchronize and self.group is not None:
+            for state, summed in zip(states, all_sum_states(states, self.group)):
+                state.update(summed)
         state = self.loss_state
         values = [state["total"] / mx.maximum(state["count"], 1.0)]
         values += [m.result() for m in self.metrics]
         mx.eval(values)
+        for state, original in zip(states, saved):
+            state.update(original)
         logs = {"loss": values[0].item()}
         for metric, value in zip(self.metrics, values[1:]):
             logs[metric.name] = value.item()

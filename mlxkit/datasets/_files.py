@@ -1,0 +1,198 @@
+"""File helpers shared by the loaders: `.npy` header checks, pairing files by name, PNG writing,
+and the completion marker of generated datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# The dtypes mlx-data's `load_numpy` reads (little-endian, C order).
+_NPY_DTYPES = {"|u1", "|i1", "<i4", "<i8", "<f4", "<f8"}
+
+
+def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a `.npy` file, read from its header; refuses files mlx-data cannot read.
+
+    A pickled file (object dtype) is refused without being unpickled.
+    """
+    with open(path, "rb") as file:
+        try:
+            version = np.lib.format.read_magic(file)
+            if version == (1, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(file)
+            else:
+                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(file)
+        except ValueError as error:
+            raise ValueError(f"{path} is not a valid .npy file: {error}") from None
+    if dtype.hasobject:
+        raise ValueError(
+            f"{path} holds a pickled object array (dtype {dtype}); mlxkit never unpickles data "
+            "(allow_pickle=False). Re-save it as a numeric array: "
+            "np.save(path, np.asarray(array, dtype='float32'))."
+        )
+    if fortran_order or dtype.str not in _NPY_DTYPES:
+        raise ValueError(
+            f"{path} holds a {'Fortran-ordered ' if fortran_order else ''}{dtype.str} array; "
+            f"mlx-data reads C-ordered arrays of dtypes {sorted(_NPY_DTYPES)}. Re-save it with "
+            "np.save(path, np.ascontiguousarray(array, dtype='float32'))."
+        )
+    return tuple(shape), dtype
+
+
+def pair_by_stem(folders: Mapping[str, Path], suffixes: Mapping[str, Iterable[str]]) -> list[dict]:
+    """Pairs the files of several folders by file name without extension.
+
+    Args:
+        folders: Sample key -> folder, e.g. `{"image": root / "image", "depth": root / "depth"}`.
+        suffixes: Sample key -> accepted extensions (lower case, with the dot).
+
+    Returns:
+        One dict of paths (as `str`) per name, sorted by name.
+    """
+    found: dict[str, dict[str, Path]] = {}
+    for key, folder in folders.items():
+        allowed = {s.lower() for s in suffixes[key]}
+        files: dict[str, Path] = {}
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or path.suffix.lower() not in allowed:
+                continue
+            if path.stem in files:
+                raise ValueError(
+                    f"{files[path.stem]} and {path} have the same name; each sample needs exactly "
+                    f"one file in {folder}."
+                )
+            files[path.stem] = path
+        if not files:
+            raise FileNotFoundError(
+                f"{folder} has no {'/'.join(sorted(allowed))} files for key {key!r}."
+            )
+        found[key] = files
+    keys = list(folders)
+    names = set().union(*(files.keys() for files in found.values()))
+    for key in keys:
+        missing = sorted(names - found[key].keys())
+        if missing:
+            others = [k for k in keys if k != key]
+            example = next(found[k][missing[0]] for k in others if missing[0] in found[k])
+            raise FileNotFoundError(
+                f"{len(missing)} file(s) in {folders[key]} are missing, for example the {key} "
+                f"file that pairs with {example} (looked for {folders[key] / missing[0]}.*). "
+                f"Missing names: {missing[:5]}{' ...' if len(missing) > 5 else ''}"
+            )
+    return [{key: str(found[key][name]) for key in keys} for name in _natural_sorted(names)]
+
+
+def _natural_sorted(names: Iterable[str]) -> list[str]:
+    """Sorts "2" before "10" so samples keep the order their numbered names suggest."""
+
+    def key(name: str) -> tuple:
+        return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in _split(name))
+
+    return sorted(names, key=key)
+
+
+def _split(name: str) -> list[str]:
+    parts, current = [], ""
+    for char in name:
+        if current and char.isdigit() != current[-1].isdigit():
+            parts.append(current)
+            current = ""
+        current += char
+    return [*parts, current] if current else parts
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Writes an 8-bit grayscale, RGB or RGBA PNG with the standard library (zlib, no Pillow)."""
+    image = np.ascontiguousarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"write_png needs uint8 pixels. Received: dtype {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if image.ndim not in (2, 3) or channels not in (1, 3, 4):
+        raise ValueError(f"write_png needs (H, W), (H, W, 3) or (H, W, 4). Received: {image.shape}")
+    height, width = image.shape[:2]
+    color_type = {1: 0, 3: 2, 4: 6}[channels]
+    # Each scanline starts with a filter-type byte; 0 means "no filter".
+    rows = np.concatenate(
+        [np.zeros((height, 1), np.uint8), image.reshape(height, width * channels)], axis=1
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+        + chunk(b"IEND", b"")
+    )
+    atomic_write(path, data)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` through a temporary file and a rename: never half a file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as file:
+        file.write(data)
+    os.replace(temporary, path)
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """`np.save` through a temporary file and a rename."""
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+    np.save(temporary, np.ascontiguousarray(array), allow_pickle=False)
+    os.replace(temporary, path)
+
+
+class GeneratedFolder:
+    """The markers that let a generator skip finished work and redo interrupted work safely.
+
+    `STARTED` is written before the first file and `DONE` (holding the parameters) after the last.
+    A folder with `DONE` and the same parameters is reused; one with `STARTED` but no matching
+    `DONE` is an interrupted or different run of this generator and is cleared; a non-empty folder
+    with neither marker belongs to someone else and is refused.
+    """
+
+    def __init__(self, root: Path, params: dict[str, Any], owned: Iterable[str]):
+        self.root, self.params, self.owned = root, params, list(owned)
+        self.done, self.started = root / "DONE", root / ".STARTED"
+
+    def is_complete(self) -> bool:
+        if not self.done.is_file():
+            return False
+        try:
+            return json.loads(self.done.read_text()) == self.params
+        except (OSError, json.JSONDecodeError):
+            return False
+
+    def begin(self) -> None:
+        generator = self.params["generator"]
+        ours = self.started.is_file() or self.done.is_file()
+        existing = [self.root / name for name in self.owned if (self.root / name).exists()]
+        if existing and not ours:
+            raise FileExistsError(
+                f"{self.root} already holds {[str(p) for p in existing]}, not written by "
+                f"{generator}. Pass an empty or new folder as `root`."
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.started, json.dumps(self.params).encode())
+        if self.done.exists():
+            self.done.unlink()
+        for folder in existing:
+            for path in folder.rglob("*"):
+                if path.is_file():
+                    path.unlink()
+
+    def finish(self) -> None:
+        atomic_write(self.done, json.dumps(self.params, indent=2).encode())
+        self.started.unlink()

@@ -509,7 +509,7 @@ class Trainer:
         epoch_logs["peak_memory_mb"] = mx.get_peak_memory() / 2**20
         epoch_logs["active_memory_mb"] = mx.get_active_memory() / 2**20
         if validation is not None and _due(epoch, validation_freq):
-            val_logs = self._evaluate(validation, training=True)
+            val_logs = self._evaluate(validation)
             epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
         # The epoch is complete: a checkpoint written from here on resumes at the next one.
         self.epoch, self.start_batch = epoch + 1, 0
@@ -574,10 +574,13 @@ class Trainer:
         batches = self._batches(x, y, argument="x", batch_size=batch_size, shard=True)
         if callbacks is not None:
             self.callbacks = CallbackList(callbacks, self)
-        return self._evaluate(batches, training=False)
+        return self._evaluate(batches)
 
-    def _evaluate(self, batches: Any, *, training: bool) -> dict[str, float]:
-        saved = self._save_running_state() if training else None
+    def _evaluate(self, batches: Any) -> dict[str, float]:
+        # Evaluation may run mid-fit (validation, or a callback calling evaluate): it leaves the
+        # training sums and the model's mode as it found them.
+        saved = self._save_running_state()
+        was_training = self.model.training
         self._reset_metrics()
         self.model.eval()
         if hasattr(batches, "set_epoch"):
@@ -594,9 +597,8 @@ class Trainer:
                 self.callbacks.call("on_test_batch_end", index, LazyLogs(self._logs))
         logs = self._logs(synchronize=True)
         self.callbacks.call("on_test_end", logs)
-        if saved is not None:
-            self._restore_running_state(saved)
-            self.model.train()
+        self._restore_running_state(saved)
+        self.model.train(was_training)
         return logs
 
     def predict(self, x: Any, *, batch_size: int = 32) -> Any:
@@ -607,6 +609,7 @@ class Trainer:
         """
         _check_positive_int(batch_size, "batch_size")
         batches = self._batches(x, None, argument="x", batch_size=batch_size)
+        was_training = self.model.training
         self.model.eval()
         step_fn = self._step("predict")
         self.callbacks.call("on_predict_begin", None)
@@ -617,7 +620,7 @@ class Trainer:
             mx.async_eval(outputs[-1])
             self.callbacks.call("on_predict_batch_end", index, None)
         self.callbacks.call("on_predict_end", None)
-        self.model.train()
+        self.model.train(was_training)
         if not outputs:
             raise ValueError("predict: `x` yielded no batch.")
         return tree_map(lambda *parts: mx.concatenate(parts, axis=0), outputs[0], *outputs[1:])

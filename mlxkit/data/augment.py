@@ -172,34 +172,43 @@ class RandomRotation(Transform):
         cos, sin = math.cos(angle), math.sin(angle)
         y, x = np.mgrid[0:height, 0:width].astype(np.float32)
         cy, cx = (height - 1) / 2, (width - 1) / 2
-        source_x = cos * (x - cx) - sin * (y - cy) + cx
-        source_y = sin * (x - cx) + cos * (y - cy) + cy
+        source_x = _snap(cos * (x - cx) - sin * (y - cy) + cx)
+        source_y = _snap(sin * (x - cx) + cos * (y - cy) + cy)
+        # One "inside" for every key, so an image and its mask share the same filled border.
+        inside = (
+            (source_y >= 0) & (source_y <= height - 1) & (source_x >= 0) & (source_x <= width - 1)
+        )
         out = dict(sample)
         for key in self.keys:
             array = sample[key]
             if key in self.nearest or not np.issubdtype(array.dtype, np.floating):
-                out[key] = _sample_nearest(array, source_y, source_x, self.fill)
+                out[key] = _sample_nearest(array, source_y, source_x, inside, self.fill)
             else:
-                out[key] = _sample_bilinear(array, source_y, source_x, self.fill)
+                out[key] = _sample_bilinear(array, source_y, source_x, inside, self.fill)
         return out
 
 
-def _sample_nearest(array: np.ndarray, ys: np.ndarray, xs: np.ndarray, fill: float) -> np.ndarray:
+def _snap(coordinates: np.ndarray) -> np.ndarray:
+    # Float noise (cos 90° = 6e-17) would otherwise blur exact quarter turns.
+    nearest = np.rint(coordinates)
+    return np.where(np.abs(coordinates - nearest) < 1e-4, nearest, coordinates)
+
+
+def _sample_nearest(
+    array: np.ndarray, ys: np.ndarray, xs: np.ndarray, inside: np.ndarray, fill: float
+) -> np.ndarray:
     height, width = array.shape[:2]
-    # Rounding first keeps exact quarter turns exact despite cos(90°) = 6e-17.
-    yi, xi = np.rint(ys).astype(np.int64), np.rint(xs).astype(np.int64)
-    inside = (yi >= 0) & (yi < height) & (xi >= 0) & (xi < width)
-    out = array[np.clip(yi, 0, height - 1), np.clip(xi, 0, width - 1)]
+    yi = np.clip(np.rint(ys).astype(np.int64), 0, height - 1)
+    xi = np.clip(np.rint(xs).astype(np.int64), 0, width - 1)
+    out = array[yi, xi]
     out[~inside] = fill
     return out
 
 
-def _sample_bilinear(array: np.ndarray, ys: np.ndarray, xs: np.ndarray, fill: float) -> np.ndarray:
+def _sample_bilinear(
+    array: np.ndarray, ys: np.ndarray, xs: np.ndarray, inside: np.ndarray, fill: float
+) -> np.ndarray:
     height, width = array.shape[:2]
-    # Snap coordinates within float noise of a pixel centre so quarter turns stay exact.
-    ys = np.where(np.abs(ys - np.rint(ys)) < 1e-4, np.rint(ys), ys)
-    xs = np.where(np.abs(xs - np.rint(xs)) < 1e-4, np.rint(xs), xs)
-    inside = (ys >= 0) & (ys <= height - 1) & (xs >= 0) & (xs <= width - 1)
     y0 = np.clip(np.floor(ys).astype(np.int64), 0, height - 1)
     x0 = np.clip(np.floor(xs).astype(np.int64), 0, width - 1)
     y1, x1 = np.minimum(y0 + 1, height - 1), np.minimum(x0 + 1, width - 1)

@@ -52,8 +52,8 @@ _INDEX = "__mlxkit_index__"
 _AUGMENT_TAG = 0x61756731
 _DTYPES = tuple(np.dtype(t) for t in ("uint8", "int8", "int32", "int64", "float32", "float64"))
 
-DEFAULT_THREADS = min(4, os.cpu_count() or 1)
-DEFAULT_PREFETCH = 2 * DEFAULT_THREADS
+DEFAULT_THREADS = min(8, os.cpu_count() or 1)
+DEFAULT_PREFETCH = 2
 
 
 class Stream:
@@ -240,10 +240,15 @@ class Stream:
             else:
                 run = self._python_stage(stage, epoch, number, finish=number == last)
                 buffer = buffer.sample_transform(run)
-        buffer = buffer.batch(self.batch_size)
         if self.prefetch == 0:
-            return iter(buffer.to_stream())
-        return iter(buffer.ordered_prefetch(self.prefetch, self.num_threads))
+            return iter(buffer.batch(self.batch_size).to_stream())
+        if self._stages:
+            window = max(self.batch_size, 2 * self.num_threads)
+            stream = buffer.ordered_prefetch(window, self.num_threads)
+        else:
+            stream = buffer.to_stream()
+        # One batching thread keeps batch order deterministic and overlaps it with the consumer.
+        return iter(stream.batch(self.batch_size).prefetch(self.prefetch, 1))
 
     def _python_stage(
         self, functions: list[TransformLike], epoch: int, number: int, *, finish: bool
@@ -264,9 +269,20 @@ class Stream:
                 else None
             )
             for function in functions:
-                result = (
-                    function(sample, rng) if isinstance(function, Transform) else function(sample)
-                )
+                try:
+                    result = (
+                        function(sample, rng)
+                        if isinstance(function, Transform)
+                        else function(sample)
+                    )
+                except ValueError as error:
+                    if "read-only" not in str(error):
+                        raise
+                    raise ValueError(
+                        f"Transform {_name(function)} modified an input array in place ({error}). "
+                        "Inputs are read-only because they may alias the dataset: return new "
+                        "arrays instead (x = x + 1, not x += 1)."
+                    ) from error
                 if not isinstance(result, Mapping):
                     raise TypeError(
                         f"Transform {_name(function)} must return a dict of arrays. "
@@ -408,9 +424,10 @@ def _to_array(value: Any, key: str, functions: Sequence[Any]) -> np.ndarray:
             f"Key {key!r} has dtype {array.dtype} after transforms {names}, which mlx-data cannot "
             f"hold. Supported: {[str(d) for d in _DTYPES]}; cast it (e.g. .astype('float32'))."
         )
-    array = np.ascontiguousarray(array)
-    # A slice of a read-only input is read-only too, and mlx-data needs writable memory.
-    return array if array.flags.writeable else array.copy()
+    # A slice of a read-only input is read-only too, and mlx-data needs writable C-ordered memory.
+    if not (array.flags.c_contiguous and array.flags.writeable):
+        array = array.copy(order="C")
+    return array
 
 
 def _as_records(samples: Any) -> tuple[list[dict[str, Any]], set[str]]:
@@ -513,7 +530,8 @@ def _checked_array(array: np.ndarray, where: str) -> np.ndarray:
             f"`{where}` has dtype {array.dtype}, which mlx-data cannot hold. "
             f"Supported: {[str(d) for d in _DTYPES]}; cast it first (e.g. .astype('float32'))."
         )
-    return np.ascontiguousarray(array)
+    # np.ascontiguousarray would turn a 0-d array into shape (1,).
+    return array if array.flags.c_contiguous else array.copy(order="C")
 
 
 def _signature(value: Any) -> Any:

@@ -93,7 +93,9 @@ def _natural_sorted(names: Iterable[str]) -> list[str]:
     """Sorts "2" before "10" so samples keep the order their numbered names suggest."""
 
     def key(name: str) -> tuple:
-        return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in _split(name))
+        return tuple(
+            (0, int(part), "") if part.isdigit() else (1, 0, part) for part in _split(name)
+        )
 
     return sorted(names, key=key)
 

@@ -45,7 +45,7 @@ def load_cifar10(
         >>> folder = Path(tempfile.mkdtemp())
         >>> record = np.concatenate([[3], np.zeros(3072)]).astype("uint8")
         >>> for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
-        ...     (folder / name).write_bytes(record.tobytes() * 2)
+        ...     _ = (folder / name).write_bytes(record.tobytes() * 2)
         >>> (x_train, y_train), (x_test, y_test) = load_cifar10(folder)
         >>> x_train.shape, y_test.tolist()
         ((10, 32, 32, 3), [3, 3])
@@ -59,11 +59,11 @@ def load_cifar10(
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
         pickled = [
-            p.name
-            for p in [folder, *(p for p in folder.iterdir() if p.is_dir())]
-            for p in p.iterdir()
-            if p.name in ("data_batch_1", "test_batch", "batches.meta")
-        ] if folder.is_dir() else []
+            str(place / name)
+            for place in (folder, folder / "cifar-10-batches-py")
+            for name in ("data_batch_1", "test_batch", "batches.meta")
+            if (place / name).is_file()
+        ]
         hint = (
             f" Found {pickled}: that is the pickled 'python' release, which mlxkit does not read. "
             "Download the binary version, cifar-10-binary.tar.gz."

@@ -1,4 +1,4 @@
-"""Monocular depth data: the Kaggle "Cityscapes depth and segmentation" layout, and a synthetic twin.
+"""Monocular depth data: the Kaggle "Cityscapes depth and segmentation" layout and a synthetic twin.
 
 Layout (the MLX depth article's):
 
@@ -24,8 +24,10 @@ from mlxkit.datasets._files import GeneratedFolder, npy_header, pair_by_stem, sa
 SPLITS = ("train", "val")
 
 
-def depth_samples(root: str | os.PathLike, split: str = "train") -> list[dict[str, str]]:
-    """Lists the image/depth(/label) `.npy` files of one split, paired by file name.
+def depth_samples(
+    root: str | os.PathLike, split: str = "train", *, labels: bool = False
+) -> list[dict[str, str]]:
+    """Lists the image and depth (and label) `.npy` files of one split, paired by file name.
 
     Every file's header is read (not its data) to check that it is a numeric array mlx-data can
     load, never a pickle, and that all images, depth maps and labels have consistent shapes.
@@ -34,6 +36,7 @@ def depth_samples(root: str | os.PathLike, split: str = "train") -> list[dict[st
         root: The dataset folder, holding `<split>/image`, `<split>/depth` and optionally
             `<split>/label`.
         split: The subfolder, e.g. `"train"` or `"val"`.
+        labels: Also pair `<split>/label/*.npy` (segmentation labels) under the key `"label"`.
 
     Returns:
         One dict per sample, sorted by name: `{"image": path, "depth": path}` (plus `"label"`), for
@@ -49,7 +52,7 @@ def depth_samples(root: str | os.PathLike, split: str = "train") -> list[dict[st
         >>> root = make_synthetic_depth(tempfile.mkdtemp(), 4, 2, height=32, width=64)
         >>> samples = depth_samples(root, "train")
         >>> len(samples), sorted(samples[0])
-        (4, ['depth', 'image', 'label'])
+        (4, ['depth', 'image'])
     """
     root = Path(root)
     folder = root / split
@@ -59,12 +62,12 @@ def depth_samples(root: str | os.PathLike, split: str = "train") -> list[dict[st
             f"No split folder {folder}. Received: split={split!r}; "
             f"the folders in {root} are {available}."
         )
-    folders = {key: folder / key for key in ("image", "depth", "label")}
-    for key in ("image", "depth"):
+    keys = ("image", "depth", "label") if labels else ("image", "depth")
+    folders = {key: folder / key for key in keys}
+    for key in keys:
         if not folders[key].is_dir():
-            raise FileNotFoundError(f"{folders[key]} is missing: a depth split needs image/ and depth/.")
-    if not folders["label"].is_dir():
-        del folders["label"]
+            needs = "image/, depth/ and (with labels=True) label/"
+            raise FileNotFoundError(f"{folders[key]} is missing: a depth split needs {needs}.")
     samples = pair_by_stem(folders, {key: (".npy",) for key in folders})
 
     expected: dict[str, tuple[tuple[int, ...], np.dtype, str]] = {}
@@ -212,7 +215,7 @@ def render_depth_scene(
 
     image = np.where(below[..., None], ground, sky)
     inverse = np.where(below, 1.0 / distance, 0.0)
-    label = np.where(below, 1, 0).astype(np.int32)
+    label = np.broadcast_to(np.where(below, 1, 0), (height, width)).astype(np.int32)
     fog = np.where(below, 1 - np.exp(-distance / fog_distance), 0.0)[..., None]
 
     # Objects, far to near so that nearer ones cover farther ones.
@@ -221,10 +224,10 @@ def render_depth_scene(
     for z in depths:
         x = rng.uniform(-9, 9)
         box_width, box_height = rng.uniform(1.0, 4.0), rng.uniform(1.2, 4.5)
-        left = int(round(center + focal * (x - box_width / 2) / z))
-        right = int(round(center + focal * (x + box_width / 2) / z))
-        bottom = int(round(horizon + focal * camera_height / z))
-        top = int(round(bottom - focal * box_height / z))
+        left = round(center + focal * (x - box_width / 2) / z)
+        right = round(center + focal * (x + box_width / 2) / z)
+        bottom = round(horizon + focal * camera_height / z)
+        top = round(bottom - focal * box_height / z)
         left, right = max(left, 0), min(right, width)
         top, bottom_clipped = max(top, 0), min(bottom, height)
         if left >= right or top >= bottom_clipped:
@@ -242,7 +245,9 @@ def render_depth_scene(
         label[region] = 2
         fog[region] = 1 - math.exp(-z / fog_distance)
         # A contact shadow on the ground just under the box.
-        shadow_rows = slice(bottom_clipped, min(bottom_clipped + max(1, (right - left) // 12), height))
+        shadow_rows = slice(
+            bottom_clipped, min(bottom_clipped + max(1, (right - left) // 12), height)
+        )
         image[shadow_rows, left:right] *= 0.6
 
     image = (image * light) * (1 - fog) + haze * fog

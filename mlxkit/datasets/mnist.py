@@ -85,7 +85,7 @@ def _read_idx(path: Path, magic: int, *, ndim: int) -> np.ndarray:
     expected = header + int(np.prod(shape))
     if len(data) != expected:
         raise ValueError(
-            f"{path} holds {len(data)} bytes, but its header {shape} calls for {expected}: the file "
-            "is truncated or corrupt."
+            f"{path} holds {len(data)} bytes, but its header {shape} calls for {expected}: "
+            "the file is truncated or corrupt."
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()

@@ -55,7 +55,7 @@ def segmentation_samples(root: str | os.PathLike) -> list[dict[str, str]]:
     """
     root = Path(root)
     folders = {"image": root / "images", "mask": root / "masks"}
-    for key, folder in folders.items():
+    for folder in folders.values():
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"{folder} is missing: a segmentation dataset needs images/ and masks/ in {root}."
@@ -172,7 +172,7 @@ def render_people_scene(
 
 
 def _background(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    height, width = yy.shape
+    height = yy.shape[0]
     top, bottom = rng.uniform(0.2, 0.9, 3), rng.uniform(0.1, 0.8, 3)
     t = (yy / height)[..., None]
     image = top * (1 - t) + bottom * t
@@ -188,7 +188,7 @@ def _background(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.
 def _person(
     rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, height: int, width: int
 ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """A figure's mask and its coloured parts, scaled by its height `p` and standing at `(fy, fx)`."""
+    """A figure's mask and coloured parts; `p` is its height, `(fy, fx)` where its feet are."""
     p = rng.uniform(0.45, 0.95) * height
     fy, fx = rng.uniform(0.75, 1.05) * height, rng.uniform(0.15, 0.85) * width
     skin = np.array([0.9, 0.7, 0.55]) * rng.uniform(0.5, 1.05)

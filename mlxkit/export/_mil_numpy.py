@@ -438,6 +438,16 @@ def upsample_bilinear_nchw(x: np.ndarray, scale_h: float, scale_w: float, align_
     return x[..., lo] * (1 - frac) + x[..., hi] * frac
 
 
+def _upsample_bilinear(x: np.ndarray, scale_h: Any, scale_w: Any, align_corners: Any,
+                       half_pixel_centers: Any) -> np.ndarray:
+    # iOS16 added half_pixel_centers, defaulting to `not align_corners`: the iOS15 behaviour.
+    if half_pixel_centers is not None and bool(half_pixel_centers) == bool(align_corners):
+        raise NotImplementedError(
+            "upsample_bilinear with half_pixel_centers == align_corners is not supported."
+        )
+    return upsample_bilinear_nchw(x, float(scale_h), float(scale_w), bool(align_corners))
+
+
 def upsample_nearest_nchw(x: np.ndarray, scale_h: float, scale_w: float) -> np.ndarray:
     """MIL `upsample_nearest_neighbor` on the last two axes: out[i] = in[floor(i / scale)]."""
     h, w = x.shape[-2:]
@@ -726,8 +736,8 @@ _OPS: dict[str, Callable[..., Any]] = {
         bool(exclude_padding_from_average),
     ),
     "upsample_bilinear": lambda x, scale_factor_height=1, scale_factor_width=1, align_corners=True,
-    half_pixel_centers=None: upsample_bilinear_nchw(
-        _f32(x), float(scale_factor_height), float(scale_factor_width), bool(align_corners)
+    half_pixel_centers=None: _upsample_bilinear(
+        _f32(x), scale_factor_height, scale_factor_width, align_corners, half_pixel_centers
     ),
     "upsample_nearest_neighbor": lambda x, scale_factor_height=1, scale_factor_width=1: (
         upsample_nearest_nchw(_f32(x), float(scale_factor_height), float(scale_factor_width))

@@ -307,7 +307,8 @@ def _gelu_tanh(x: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
 
 
 _ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -326,9 +327,9 @@ _ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 # Probe points: dense around the kinks of ReLU-family functions, wide enough for clip bounds.
-_PROBE = np.concatenate(
+_PROBE = np.sort(np.concatenate(
     [np.linspace(-12.0, 12.0, 4801), [-1e3, -100.0, -30.0, 30.0, 100.0, 1e3]]
-).astype(np.float64)
+).astype(np.float64))
 
 _SCALAR_OPS = set(prim.UNARY) - {"Full", "Copy", "StopGradient", "LogicalNot"}
 _SCALAR_OPS |= set(prim.BINARY) | {"Select"}
@@ -343,7 +344,9 @@ def _identify_activation(values: np.ndarray) -> tuple[str, dict[str, float]] | N
     if not np.all(np.isfinite(values)):
         return None
     for name, fn in _ACTIVATIONS.items():
-        if _close(values, fn(_PROBE)):
+        with np.errstate(over="ignore"):
+            want = fn(_PROBE)
+        if _close(values, want):
             return name, {}
     alpha = -float(values[np.searchsorted(_PROBE, -1.0)])
     if 0.0 < alpha < 1.0 and _close(values, np.where(_PROBE > 0, _PROBE, alpha * _PROBE)):
@@ -544,6 +547,9 @@ def fuse_upsampling(graph: Graph) -> None:
     for source, shape in list(graph.shapes.items()):
         if len(shape) != 4 or source in graph.constants or not _is_float(graph, source):
             continue
+        if shape[1] == 1 or shape[2] == 1:
+            # Spreading a 1-pixel map is a broadcast, which elementwise ops do for free.
+            continue
         starters = [
             u
             for u in index.users.get(source, [])
@@ -591,7 +597,8 @@ def fuse_upsampling(graph: Graph) -> None:
                 want = fn(probe.transpose(0, 3, 1, 2))
                 if want.shape[2:] != out_shape[1:3]:
                     continue
-                if np.allclose(values, want.transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-9):
+                # MLX computes the sampling weights in float32: allow for their rounding.
+                if np.allclose(values, want.transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5):
                     node = Node("upsample", [source], [sink.outputs[0]], {"kind": kind, **params})
                     replaced.append((node, members))
                     used.update(id(m) for m in members)
@@ -776,6 +783,114 @@ def fuse_affine_chains(graph: Graph) -> None:
         _splice(graph, replacements)
 
 
+def fuse_gather_squeeze(graph: Graph) -> None:
+    """Turns `Gather` + `Squeeze` of the gathered size-1 axes (MLX's `take` and fancy indexing)
+    into one `gather` node whose output has no size-1 axes, so Core ML never sees the rank-7
+    intermediate that multi-axis indexing produces."""
+    index = _Index(graph)
+    replacements = []
+    for node in graph.nodes:
+        if node.op != "Gather":
+            continue
+        axes, sizes = list(node.args[0]), list(node.args[1])
+        source = graph.shapes[node.inputs[0]]
+        if any(sizes[a] != 1 for a in axes) or any(
+            sizes[a] != source[a] for a in range(len(source)) if a not in axes
+        ):
+            continue
+        lead = len(graph.shapes[node.outputs[0]]) - len(source)
+        squeeze = index.single_user(node.outputs[0])
+        if squeeze is None or squeeze.op != "Squeeze":
+            continue
+        if sorted(squeeze.args[0]) != sorted(lead + a for a in axes):
+            continue
+        fused = Node("gather", node.inputs, squeeze.outputs, {"axes": axes})
+        replacements.append((fused, [node, squeeze]))
+    if replacements:
+        _splice(graph, replacements)
+
+
+def _normalized_axes(graph: Graph, node: Node | None) -> list[int] | None:
+    if node is not None and node.op == "reduce_mean":
+        return list(node.args["axes"])
+    return None
+
+
+def fuse_layer_norm(graph: Graph) -> None:
+    """Rewrites MLX's LayerNorm arithmetic into `layer_norm` nodes (GroupNorm's too).
+
+    Matches `(x - mean(x)) * rsqrt(mean((x - mean(x))^2) + eps)` over the same axes, plus a
+    following `affine` node (the LayerNorm weight and bias) when it only varies along them.
+    """
+    index = _Index(graph)
+    replacements = []
+
+    def through_broadcast(name: str) -> str:
+        producer = index.producer.get(name)
+        if producer is not None and producer.op == "Broadcast":
+            return producer.inputs[0]
+        return name
+
+    for node in graph.nodes:
+        if node.op != "Multiply" or len(node.inputs) != 2:
+            continue
+        for d_name, r_name in (node.inputs, node.inputs[::-1]):
+            centre = index.producer.get(d_name)
+            rsqrt = index.producer.get(through_broadcast(r_name))
+            if centre is None or centre.op != "Subtract" or rsqrt is None:
+                continue
+            if rsqrt.op != "Sqrt" or not rsqrt.args or not rsqrt.args[0]:
+                continue
+            add = index.producer.get(rsqrt.inputs[0])
+            if add is None or add.op != "Add":
+                continue
+            var_mean = next((index.producer.get(i) for i in add.inputs if i not in
+                             graph.constants), None)
+            eps_name = next((i for i in add.inputs if i in graph.constants), None)
+            axes = _normalized_axes(graph, var_mean)
+            if axes is None or eps_name is None or index.scalar(eps_name) is None:
+                continue
+            assert var_mean is not None
+            square = index.producer.get(var_mean.inputs[0])
+            if square is None or square.op != "Square" or square.inputs[0] != d_name:
+                continue
+            x, mean_name = centre.inputs
+            mean = index.producer.get(through_broadcast(mean_name))
+            if _normalized_axes(graph, mean) != axes or mean is None or mean.inputs[0] != x:
+                continue
+            members = [mean, centre, square, var_mean, add, rsqrt, node]
+            for name in (mean_name, r_name):
+                producer = index.producer.get(name)
+                if producer is not None and producer.op == "Broadcast":
+                    members.append(producer)
+            internal = {o for m in members for o in m.outputs} - {node.outputs[0]}
+            member_ids = {id(m) for m in members}
+            if any(
+                o in index.outputs or any(id(u) not in member_ids for u in index.users.get(o, []))
+                for o in internal
+            ):
+                continue
+            args: dict[str, Any] = {"axes": axes, "epsilon": index.scalar(eps_name)}
+            output = node.outputs[0]
+            follower = index.single_user(output)
+            rank = len(graph.shapes[x])
+            if follower is not None and follower.op == "affine":
+                scale, shift = follower.args["scale"], follower.args["shift"]
+                if all(
+                    scale.shape[a] == 1 and shift.shape[a] == 1
+                    for a in range(rank)
+                    if a not in axes
+                ):
+                    args["gamma"], args["shift"] = scale, shift
+                    output = follower.outputs[0]
+                    members.append(follower)
+            members.sort(key=lambda m: graph.nodes.index(m))
+            replacements.append((Node("layer_norm", [x], [output], args), members))
+            break
+    if replacements:
+        _splice(graph, replacements)
+
+
 def optimize(graph: Graph) -> None:
     """Runs every pass in order, in place."""
     fold_constants(graph)
@@ -784,7 +899,9 @@ def optimize(graph: Graph) -> None:
     fuse_mean(graph)
     fuse_upsampling(graph)
     eliminate_dead_code(graph)
+    fuse_gather_squeeze(graph)
     fuse_activations(graph)
     fuse_conv_and_linear(graph)
     fuse_affine_chains(graph)
+    fuse_layer_norm(graph)
     eliminate_dead_code(graph)

@@ -86,10 +86,9 @@ class Graph:
 
 
 def dtype_name(dtype: mx.Dtype) -> str:
-    """The NumPy name for an MLX dtype (bfloat16 widens to float32)."""
-    if dtype not in _DTYPES:
-        raise TypeError(f"MLX dtype {dtype} has no Core ML equivalent.")
-    return _DTYPES[dtype]
+    """The NumPy name for an MLX dtype (bfloat16 widens to float32; complex64 is kept as is
+    so the exporter can report the ops that use it)."""
+    return _DTYPES.get(dtype, str(dtype).rsplit(".", 1)[-1])
 
 
 def to_numpy(array: mx.array) -> np.ndarray:

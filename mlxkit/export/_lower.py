@@ -1,0 +1,815 @@
+"""Lowering: turns an optimized `Graph` into a Core ML MIL program with coremltools' builder.
+
+Layouts. MLX keeps channels last (NHWC); Core ML's convolutions, pools and resizes want channels
+first (NCHW). Rather than wrapping every conv in two transposes, each lowered tensor carries a
+permutation `perm` (physical axis i holds logical axis `perm[i]`). Convolutions produce NCHW
+(`perm=(0, 3, 1, 2)`), elementwise ops and reductions follow their inputs' layout, an MLX
+`Transpose` only relabels axes, and a real `transpose` op is emitted only where a consumer needs
+another layout: a reshape, a matmul, or a graph output, which is returned in the layout the caller
+asked for.
+
+Broadcasts stay lazy: an MLX `Broadcast` keeps its small tensor (Core ML's elementwise ops
+broadcast themselves) and is only materialised with `tile` where a consumer needs the full shape.
+
+`unsupported(graph)` lists every node this module cannot lower, so the caller can report them all
+at once before anything is built.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlxkit.export import _primitives as prim
+from mlxkit.export._trace import Graph, Node
+
+_UNARY = {
+    "Abs": "abs",
+    "Exp": "exp",
+    "Square": "square",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "Erf": "erf",
+    "Sin": "sin",
+    "Cos": "cos",
+    "Tan": "tan",
+    "ArcTan": "atan",
+    "Sinh": "sinh",
+    "Cosh": "cosh",
+    "Floor": "floor",
+    "Ceil": "ceil",
+    "Round": "round",
+    "Sign": "sign",
+    "LogicalNot": "logical_not",
+    "Rsqrt": "rsqrt",
+}
+_BINARY = {
+    "Add": "add",
+    "Subtract": "sub",
+    "Multiply": "mul",
+    "Divide": "real_div",
+    "Maximum": "maximum",
+    "Minimum": "minimum",
+    "Power": "pow",
+    "FloorDivide": "floor_div",
+    "Remainder": "mod",
+    "Greater": "greater",
+    "GreaterEqual": "greater_equal",
+    "Less": "less",
+    "LessEqual": "less_equal",
+    "Equal": "equal",
+    "NotEqual": "not_equal",
+    "LogicalAnd": "logical_and",
+    "LogicalOr": "logical_or",
+}
+_BITWISE = {0: "logical_and", 1: "logical_or", 2: "logical_xor"}
+_REDUCE = {"sum": "reduce_sum", "prod": "reduce_prod", "min": "reduce_min", "max": "reduce_max"}
+_IDENTITY = {"StopGradient", "Copy", "Full"}
+_SHAPE_OPS = {
+    "Broadcast",
+    "Reshape",
+    "Flatten",
+    "Unflatten",
+    "Transpose",
+    "Squeeze",
+    "ExpandDims",
+    "Slice",
+    "Concatenate",
+    "Split",
+    "Pad",
+    "Gather",
+    "AsStrided",
+    "AsType",
+}
+_OTHER = {
+    "Sqrt",
+    "Log",
+    "Log1p",
+    "Expm1",
+    "Negative",
+    "LogAddExp",
+    "Select",
+    "BitwiseBinary",
+    "Reduce",
+    "ArgReduce",
+    "LogSumExp",
+    "Softmax",
+    "Matmul",
+    "AddMM",
+    "Convolution",
+}
+_FUSED = {"conv", "linear", "pool", "upsample", "act", "affine", "reduce_mean", "gather",
+          "layer_norm"}
+# Tensor dtypes Core ML can hold (narrower integers widen to int32; 64-bit ones may not fit).
+_DTYPES_OK = {"float32", "float16", "bool", "int8", "int16", "int32", "uint8", "uint16", "uint32"}
+LOWERABLE = set(_UNARY) | set(_BINARY) | _IDENTITY | _SHAPE_OPS | _OTHER | _FUSED
+
+
+def unsupported(graph: Graph) -> list[str]:
+    """Describes every node that cannot be lowered (empty when the whole graph can)."""
+    problems: list[str] = []
+    for node in graph.nodes:
+        reason = _check(graph, node)
+        if reason is not None:
+            problems.append(reason)
+    return problems
+
+
+def _check(graph: Graph, node: Node) -> str | None:
+    op = node.op
+    if op not in LOWERABLE:
+        return op
+    if op == "Convolution" and node.inputs[1] not in graph.constants:
+        return "Convolution (with a weight computed from the inputs)"
+    if op == "conv":
+        weight = node.args["weight"]
+        kernel = weight.shape[1:-1]
+        if len(kernel) not in (1, 2, 3):
+            return f"Convolution ({len(kernel)}-D)"
+        transposed = any(d > 1 for d in node.args["input_dilation"])
+        if transposed:
+            if any(s != 1 for s in node.args["strides"]):
+                return "Convolution (input dilation combined with strides)"
+            for k, d, lo, hi in zip(
+                kernel, node.args["dilations"], node.args["pad_lo"], node.args["pad_hi"]
+            ):
+                if lo > (k - 1) * d or hi > (k - 1) * d:
+                    return "Convolution (transposed, with more padding than the kernel spans)"
+        elif any(p < 0 for p in (*node.args["pad_lo"], *node.args["pad_hi"])):
+            return "Convolution (negative padding)"
+    if op == "Reduce" and prim.REDUCE_TYPES[node.args[0]] not in (*_REDUCE, "and", "or"):
+        return f"Reduce ({prim.REDUCE_TYPES[node.args[0]]})"
+    if op == "Gather":
+        source = graph.shapes[node.inputs[0]]
+        axes, sizes = node.args
+        if any(sizes[a] != 1 for a in axes) or any(
+            sizes[a] != source[a] for a in range(len(source)) if a not in axes
+        ):
+            return "Gather (partial slices)"
+        if len(axes) > 1 and any(i not in graph.constants for i in node.inputs[1:]):
+            return "Gather (several axes indexed by computed indices)"
+    if op == "BitwiseBinary" and (
+        node.args[0] not in _BITWISE or graph.dtypes[node.inputs[0]] != "bool"
+    ):
+        return "BitwiseBinary (on integers)"
+    if op == "Split" and len(graph.shapes[node.inputs[0]]) == 0:
+        return "Split (of a scalar)"
+    for name in (*node.inputs, *node.outputs):
+        dtype = graph.dtypes.get(name, "float32")
+        if dtype not in _DTYPES_OK and name not in graph.constants:
+            return f"{op} ({dtype} tensors)"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Value:
+    """A lowered tensor: a MIL var in physical layout `perm`, of logical shape `shape`.
+
+    With `lazy`, the var may have size 1 where `shape` is larger (an unmaterialised broadcast).
+    """
+
+    var: Any
+    perm: tuple[int, ...]
+    shape: tuple[int, ...]
+    lazy: bool = False
+
+
+def _identity(rank: int) -> tuple[int, ...]:
+    return tuple(range(rank))
+
+
+def channels_first(rank: int) -> tuple[int, ...]:
+    """The permutation that moves the last axis to position 1 (NHWC -> NCHW)."""
+    if rank < 3:
+        return _identity(rank)
+    return (0, rank - 1, *range(1, rank - 1))
+
+
+def _inverse(perm: Sequence[int]) -> tuple[int, ...]:
+    out = [0] * len(perm)
+    for i, p in enumerate(perm):
+        out[p] = i
+    return tuple(out)
+
+
+def _mil_dtype(name: str) -> str:
+    if name in ("float32", "float16"):
+        return "fp32"
+    if name == "bool":
+        return "bool"
+    return "int32"
+
+
+def _numpy_const(value: np.ndarray, dtype: str) -> np.ndarray:
+    kind = _mil_dtype(dtype)
+    if kind == "fp32":
+        return np.asarray(value, dtype=np.float32)
+    if kind == "bool":
+        return np.asarray(value, dtype=bool)
+    return np.asarray(value).astype(np.int32)
+
+
+class Lowerer:
+    """Builds MIL ops for each graph node inside an active `mil.Function` context."""
+
+    def __init__(self, graph: Graph, mb: Any):
+        self.graph = graph
+        self.mb = mb
+        self.env: dict[str, Value] = {}
+
+    # -- access -------------------------------------------------------------------------------
+
+    def const(self, name: str, perm: Sequence[int], rank: int | None = None,
+              full: bool = False) -> np.ndarray:
+        """A constant as NumPy, rank-expanded to `rank`, transposed into layout `perm`."""
+        value = self.graph.full_constant(name) if full else self.graph.constants[name]
+        rank = len(perm) if rank is None else rank
+        value = np.reshape(value, (1,) * (rank - value.ndim) + value.shape)
+        return _numpy_const(np.transpose(value, perm), self.graph.dtypes[name])
+
+    def materialize(self, value: Value) -> Value:
+        """Tiles a lazy broadcast to its full shape."""
+        if not value.lazy:
+            return value
+        physical = [value.shape[p] for p in value.perm]
+        current = list(value.var.shape)
+        reps = [t // c if c else 1 for t, c in zip(physical, current)]
+        var = self.mb.tile(x=value.var, reps=reps) if any(r != 1 for r in reps) else value.var
+        return Value(var, value.perm, value.shape)
+
+    def to_perm(self, value: Value, perm: Sequence[int]) -> Value:
+        """Transposes a value into layout `perm` (no op when it is already there)."""
+        perm = tuple(perm)
+        if value.perm == perm:
+            return value
+        # physical_new[i] = logical perm[i] = physical_old[inv_old[perm[i]]]
+        inverse = _inverse(value.perm)
+        order = [inverse[p] for p in perm]
+        var = self.mb.transpose(x=value.var, perm=order)
+        return Value(var, perm, value.shape, value.lazy)
+
+    def var(self, name: str, perm: Sequence[int] | None = None, full: bool = True) -> Any:
+        """The MIL var (or NumPy constant) for tensor `name` in layout `perm`."""
+        if name in self.graph.constants:
+            shape = self.graph.shapes[name]
+            return self.const(name, perm if perm is not None else _identity(len(shape)), full=full)
+        value = self.env[name]
+        if full:
+            value = self.materialize(value)
+        return self.to_perm(value, perm if perm is not None else _identity(len(value.shape))).var
+
+    def value(self, name: str) -> Value:
+        """The lowered value of a non-constant tensor, or a constant as a full materialised var."""
+        if name in self.graph.constants:
+            shape = self.graph.shapes[name]
+            data = self.const(name, _identity(len(shape)), full=True)
+            return Value(self.mb.const(val=data), _identity(len(shape)), shape)
+        return self.env[name]
+
+    def set(self, name: str, var: Any, perm: Sequence[int], lazy: bool = False) -> None:
+        self.env[name] = Value(var, tuple(perm), self.graph.shapes[name], lazy)
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def lower(self, node: Node) -> None:
+        op = node.op
+        if op in _IDENTITY:
+            self.env[node.outputs[0]] = self._passthrough(node)
+        elif op in _UNARY:
+            self._unary(node, _UNARY[op])
+        elif op in _BINARY or op in ("Select", "BitwiseBinary", "LogAddExp"):
+            self._elementwise(node)
+        elif op == "gather":
+            self._gather_fused(node)
+        else:
+            getattr(self, "_" + op.lower())(node)
+
+    def _passthrough(self, node: Node) -> Value:
+        source = node.inputs[0]
+        if source in self.graph.constants:
+            return self.value(source)
+        value = self.env[source]
+        return Value(value.var, value.perm, self.graph.shapes[node.outputs[0]], value.lazy)
+
+    # -- elementwise --------------------------------------------------------------------------
+
+    def _layout_for(self, names: Sequence[str], shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Picks the layout for an elementwise op: that of a full-size non-constant input."""
+        best: tuple[int, ...] | None = None
+        for name in names:
+            if name in self.graph.constants:
+                continue
+            value = self.env[name]
+            if len(value.shape) != len(shape):
+                continue
+            if best is None or (not value.lazy and value.perm != _identity(len(shape))):
+                best = value.perm
+        return best if best is not None else _identity(len(shape))
+
+    def _operands(self, node: Node) -> tuple[list[Any], tuple[int, ...], bool]:
+        shape = self.graph.shapes[node.outputs[0]]
+        perm = self._layout_for(node.inputs, shape)
+        operands = []
+        all_lazy = True
+        for name in node.inputs:
+            if name in self.graph.constants:
+                operands.append(self.const(name, perm, len(shape)))
+                continue
+            value = self.env[name]
+            if len(value.shape) < len(shape):
+                value = self._expand_front(value, len(shape))
+            all_lazy = all_lazy and value.lazy
+            operands.append(self.to_perm(value, perm).var)
+        return operands, perm, all_lazy
+
+    def _expand_front(self, value: Value, rank: int) -> Value:
+        extra = rank - len(value.shape)
+        var = self.mb.expand_dims(x=value.var, axes=list(range(extra)))
+        perm = tuple(range(extra)) + tuple(p + extra for p in value.perm)
+        return Value(var, perm, (1,) * extra + value.shape, value.lazy)
+
+    def _unary(self, node: Node, mil_op: str) -> None:
+        x = self.value(node.inputs[0])
+        var = getattr(self.mb, mil_op)(x=x.var)
+        self.set(node.outputs[0], var, x.perm, x.lazy)
+
+    def _elementwise(self, node: Node) -> None:
+        operands, perm, lazy = self._operands(node)
+        mb = self.mb
+        if node.op == "Select":
+            var = mb.select(cond=operands[0], a=operands[1], b=operands[2])
+        elif node.op == "BitwiseBinary":
+            var = getattr(mb, _BITWISE[node.args[0]])(x=operands[0], y=operands[1])
+        elif node.op == "LogAddExp":
+            var = self._logaddexp(node, operands)
+        else:
+            mil_op = _BINARY[node.op]
+            dtypes = [self.graph.dtypes[i] for i in node.inputs]
+            if mil_op == "real_div" and all(_mil_dtype(d) == "int32" for d in dtypes):
+                mil_op = "floor_div"
+            var = getattr(mb, mil_op)(x=operands[0], y=operands[1])
+        self.set(node.outputs[0], var, perm, lazy)
+
+    def _logaddexp(self, node: Node, operands: list[Any]) -> Any:
+        mb = self.mb
+        for position, name in enumerate(node.inputs):
+            if name in self.graph.constants and np.all(self.graph.constants[name] == 0):
+                # softplus(x) = log(exp(x) + exp(0)): one op instead of four.
+                return mb.softplus(x=operands[1 - position])
+        high = mb.maximum(x=operands[0], y=operands[1])
+        low = mb.minimum(x=operands[0], y=operands[1])
+        return mb.add(x=high, y=mb.softplus(x=mb.sub(x=low, y=high)))
+
+    def _sqrt(self, node: Node) -> None:
+        self._unary(node, "rsqrt" if node.args and node.args[0] else "sqrt")
+
+    def _negative(self, node: Node) -> None:
+        x = self.value(node.inputs[0])
+        minus_one = np.array(-1, dtype=np.int32 if _mil_dtype(self.graph.dtypes[node.inputs[0]])
+                             == "int32" else np.float32)
+        self.set(node.outputs[0], self.mb.mul(x=x.var, y=minus_one), x.perm, x.lazy)
+
+    def _log(self, node: Node) -> None:
+        x = self.value(node.inputs[0])
+        var = self.mb.log(x=x.var)
+        base = prim.LOG_BASES[node.args[0]] if node.args else math.e
+        if base != math.e:
+            var = self.mb.mul(x=var, y=np.float32(1.0 / math.log(base)))
+        self.set(node.outputs[0], var, x.perm, x.lazy)
+
+    def _log1p(self, node: Node) -> None:
+        x = self.value(node.inputs[0])
+        var = self.mb.log(x=self.mb.add(x=x.var, y=np.float32(1.0)))
+        self.set(node.outputs[0], var, x.perm, x.lazy)
+
+    def _expm1(self, node: Node) -> None:
+        x = self.value(node.inputs[0])
+        var = self.mb.sub(x=self.mb.exp(x=x.var), y=np.float32(1.0))
+        self.set(node.outputs[0], var, x.perm, x.lazy)
+
+    def _astype(self, node: Node) -> None:
+        source, target = self.graph.dtypes[node.inputs[0]], self.graph.dtypes[node.outputs[0]]
+        x = self.value(node.inputs[0])
+        if _mil_dtype(source) == _mil_dtype(target):
+            self.set(node.outputs[0], x.var, x.perm, x.lazy)
+            return
+        var = self.mb.cast(x=x.var, dtype=_mil_dtype(target))
+        self.set(node.outputs[0], var, x.perm, x.lazy)
+
+    # -- fused nodes --------------------------------------------------------------------------
+
+    def _act(self, node: Node) -> None:
+        x = self.value(node.inputs[0])
+        mb, kind, v = self.mb, node.args["kind"], x.var
+        if kind in ("relu", "relu6", "sigmoid", "tanh", "silu", "softplus"):
+            var = getattr(mb, kind)(x=v)
+        elif kind.startswith("gelu_"):
+            mode = {"exact": "EXACT", "tanh": "TANH_APPROXIMATION", "sigmoid": "SIGMOID_APPROXIMATION"}
+            var = mb.gelu(x=v, mode=mode[kind[len("gelu_") :]])
+        elif kind == "leaky_relu":
+            var = mb.leaky_relu(x=v, alpha=np.float32(node.args["alpha"]))
+        elif kind == "elu":
+            var = mb.elu(x=v, alpha=np.float32(node.args["alpha"]))
+        elif kind == "clip":
+            var = mb.clip(x=v, alpha=np.float32(node.args["low"]), beta=np.float32(node.args["high"]))
+        elif kind == "hard_sigmoid":
+            var = mb.sigmoid_hard(x=v, alpha=np.float32(1 / 6), beta=np.float32(0.5))
+        elif kind == "hard_swish":
+            gate = mb.sigmoid_hard(x=v, alpha=np.float32(1 / 6), beta=np.float32(0.5))
+            var = mb.mul(x=v, y=gate)
+        elif kind == "mish":
+            var = mb.mul(x=v, y=mb.tanh(x=mb.softplus(x=v)))
+        else:
+            raise AssertionError(f"unknown activation {kind}")
+        self.set(node.outputs[0], var, x.perm, x.lazy)
+
+    def _affine(self, node: Node) -> None:
+        x = self.value(node.inputs[0])
+        rank = len(x.shape)
+        scale = np.transpose(np.reshape(node.args["scale"], (1,) * rank), x.perm) if np.ndim(
+            node.args["scale"]
+        ) == 0 else np.transpose(node.args["scale"], x.perm)
+        shift = np.transpose(node.args["shift"], x.perm)
+        var = x.var
+        if not np.all(scale == 1.0):
+            var = self.mb.mul(x=var, y=scale.astype(np.float32))
+        if not np.all(shift == 0.0):
+            var = self.mb.add(x=var, y=shift.astype(np.float32))
+        self.set(node.outputs[0], var, x.perm, x.lazy)
+
+    def _layer_norm(self, node: Node) -> None:
+        x = self.materialize(self.value(node.inputs[0]))
+        rank = len(x.shape)
+        logical_axes = node.args["axes"]
+        physical = sorted(x.perm.index(a) for a in logical_axes)
+        param_shape = [x.shape[x.perm[p]] for p in physical]
+        kwargs: dict[str, Any] = {}
+        for key, source in (("gamma", "gamma"), ("beta", "shift")):
+            if source in node.args:
+                full = np.broadcast_to(
+                    node.args[source], tuple(x.shape[a] if a in logical_axes else 1
+                                             for a in range(rank))
+                )
+                kwargs[key] = np.transpose(full, x.perm).reshape(param_shape).astype(np.float32)
+        var = self.mb.layer_norm(x=x.var, axes=physical, epsilon=np.float32(node.args["epsilon"]),
+                                 **kwargs)
+        self.set(node.outputs[0], var, x.perm)
+
+    def _conv(self, node: Node) -> None:
+        args = node.args
+        rank = len(self.graph.shapes[node.inputs[0]])
+        layout = channels_first(rank)
+        x = self.var(node.inputs[0], layout)
+        weight = np.asarray(args["weight"])  # (C_out, *K, C_in / groups), MLX layout
+        bias = np.asarray(args["bias"], dtype=np.float32)
+        spatial = rank - 2
+        kernel = weight.shape[1:-1]
+        groups = args["groups"]
+        transposed = any(d > 1 for d in args["input_dilation"])
+        flip_axes = tuple(range(1, 1 + spatial))
+        if not transposed:
+            if args["flip"]:
+                weight = np.flip(weight, axis=flip_axes)
+            pads = [p for lo, hi in zip(args["pad_lo"], args["pad_hi"]) for p in (lo, hi)]
+            var = self.mb.conv(
+                x=x,
+                weight=np.moveaxis(weight, -1, 1).astype(np.float32),
+                bias=bias,
+                strides=list(args["strides"]),
+                pad_type="custom",
+                pad=pads,
+                dilations=list(args["dilations"]),
+                groups=groups,
+            )
+        else:
+            # MLX: conv(dilate(x), flip(w)); Core ML: conv_transpose(x, W) with W laid out
+            # (C_in, C_out / groups, *K) and the flip implied.
+            if not args["flip"]:
+                weight = np.flip(weight, axis=flip_axes)
+            c_out, c_in_group = weight.shape[0], weight.shape[-1]
+            grouped = weight.reshape(groups, c_out // groups, *kernel, c_in_group)
+            grouped = np.moveaxis(grouped, -1, 1)  # (g, C_in/g, C_out/g, *K)
+            mil_weight = grouped.reshape(groups * c_in_group, c_out // groups, *kernel)
+            pads = []
+            for k, d, lo, hi in zip(kernel, args["dilations"], args["pad_lo"], args["pad_hi"]):
+                pads += [(k - 1) * d - lo, (k - 1) * d - hi]
+            out_shape = self.graph.shapes[node.outputs[0]]
+            var = self.mb.conv_transpose(
+                x=x,
+                weight=mil_weight.astype(np.float32),
+                bias=bias,
+                strides=list(args["input_dilation"]),
+                pad_type="custom",
+                pad=pads,
+                dilations=list(args["dilations"]),
+                groups=groups,
+                output_shape=[out_shape[p] for p in layout],
+            )
+        self.set(node.outputs[0], var, layout)
+
+    def _convolution(self, node: Node) -> None:
+        raise AssertionError("Convolution nodes are rewritten to `conv` before lowering")
+
+    def _linear(self, node: Node) -> None:
+        x = self.var(node.inputs[0])
+        weight = np.asarray(node.args["weight"], dtype=np.float32)
+        bias = np.asarray(node.args["bias"], dtype=np.float32)
+        var = self.mb.linear(x=x, weight=weight, bias=bias)
+        self.set(node.outputs[0], var, _identity(len(self.graph.shapes[node.outputs[0]])))
+
+    def _matmul(self, node: Node) -> None:
+        a, b = self.var(node.inputs[0]), self.var(node.inputs[1])
+        var = self.mb.matmul(x=a, y=b)
+        self.set(node.outputs[0], var, _identity(len(self.graph.shapes[node.outputs[0]])))
+
+    def _addmm(self, node: Node) -> None:
+        alpha, beta = node.args
+        rank = len(self.graph.shapes[node.outputs[0]])
+        a, b = self.var(node.inputs[0]), self.var(node.inputs[1])
+        c = self.var(node.inputs[2], _identity(rank), full=False)
+        product = self.mb.matmul(x=a, y=b)
+        if alpha != 1.0:
+            product = self.mb.mul(x=product, y=np.float32(alpha))
+        if beta != 1.0:
+            c = self.mb.mul(x=c, y=np.float32(beta))
+        self.set(node.outputs[0], self.mb.add(x=product, y=c), _identity(rank))
+
+    def _pool(self, node: Node) -> None:
+        args = node.args
+        rank = len(self.graph.shapes[node.inputs[0]])
+        layout = channels_first(rank)
+        x = self.var(node.inputs[0], layout)
+        pads = [p for lo, hi in zip(args["pad_lo"], args["pad_hi"]) for p in (lo, hi)]
+        common = {
+            "x": x,
+            "kernel_sizes": list(args["kernel"]),
+            "strides": list(args["strides"]),
+            "pad_type": "custom",
+            "pad": pads,
+        }
+        if args["kind"] == "max":
+            var = self.mb.max_pool(**common)
+        else:
+            var = self.mb.avg_pool(**common, exclude_padding_from_average=False)
+            if args["kind"] == "sum":
+                var = self.mb.mul(x=var, y=np.float32(math.prod(args["kernel"])))
+        self.set(node.outputs[0], var, layout)
+
+    def _upsample(self, node: Node) -> None:
+        args = node.args
+        layout = channels_first(4)
+        x = self.var(node.inputs[0], layout)
+        if args["kind"] == "nearest":
+            var = self.mb.upsample_nearest_neighbor(
+                x=x,
+                scale_factor_height=np.int32(args["scale_h"]),
+                scale_factor_width=np.int32(args["scale_w"]),
+            )
+        else:
+            var = self.mb.upsample_bilinear(
+                x=x,
+                scale_factor_height=np.float32(args["scale_h"]),
+                scale_factor_width=np.float32(args["scale_w"]),
+                align_corners=bool(args["align_corners"]),
+            )
+        self.set(node.outputs[0], var, layout)
+
+    def _reduce_mean(self, node: Node) -> None:
+        x = self.materialize(self.value(node.inputs[0]))
+        axes = [x.perm.index(a) for a in node.args["axes"]]
+        var = self.mb.reduce_mean(x=x.var, axes=axes, keep_dims=True)
+        self.set(node.outputs[0], var, x.perm)
+
+    # -- reductions ---------------------------------------------------------------------------
+
+    def _reduce(self, node: Node) -> None:
+        x = self.materialize(self.value(node.inputs[0]))
+        kind = prim.REDUCE_TYPES[node.args[0]]
+        axes = [x.perm.index(a) for a in node.args[1]]
+        if kind in ("and", "or"):
+            as_int = self.mb.cast(x=x.var, dtype="int32")
+            reduced = (self.mb.reduce_min if kind == "and" else self.mb.reduce_max)(
+                x=as_int, axes=axes, keep_dims=True
+            )
+            var = self.mb.cast(x=reduced, dtype="bool")
+        else:
+            var = getattr(self.mb, _REDUCE[kind])(x=x.var, axes=axes, keep_dims=True)
+        self.set(node.outputs[0], var, x.perm)
+
+    def _argreduce(self, node: Node) -> None:
+        x = self.materialize(self.value(node.inputs[0]))
+        axis = x.perm.index(node.args[1])
+        fn = self.mb.reduce_argmax if node.args[0] == 1 else self.mb.reduce_argmin
+        self.set(node.outputs[0], fn(x=x.var, axis=axis, keep_dims=True), x.perm)
+
+    def _logsumexp(self, node: Node) -> None:
+        x = self.materialize(self.value(node.inputs[0]))
+        axis = x.perm.index(len(x.shape) - 1)
+        var = self.mb.reduce_log_sum_exp(x=x.var, axes=[axis], keep_dims=True)
+        self.set(node.outputs[0], var, x.perm)
+
+    def _softmax(self, node: Node) -> None:
+        x = self.materialize(self.value(node.inputs[0]))
+        axis = x.perm.index(len(x.shape) - 1)
+        self.set(node.outputs[0], self.mb.softmax(x=x.var, axis=axis), x.perm)
+
+    # -- shapes -------------------------------------------------------------------------------
+
+    def _broadcast(self, node: Node) -> None:
+        x = self.value(node.inputs[0])
+        rank = len(node.args[0])
+        if len(x.shape) < rank:
+            x = self._expand_front(x, rank)
+        self.set(node.outputs[0], x.var, x.perm, lazy=True)
+
+    def _transpose(self, node: Node) -> None:
+        x = self.value(node.inputs[0])
+        inverse = _inverse(node.args[0])
+        self.set(node.outputs[0], x.var, tuple(inverse[p] for p in x.perm), x.lazy)
+
+    def _squeeze(self, node: Node) -> None:
+        x = self.value(node.inputs[0])
+        axes = sorted(node.args[0])
+        physical = [x.perm.index(a) for a in axes]
+        perm = [p - sum(a < p for a in axes) for p in x.perm if p not in axes]
+        if len(perm) == 0:
+            var = self.mb.reshape(x=x.var, shape=[1])
+            var = self.mb.squeeze(x=var)
+        else:
+            var = self.mb.squeeze(x=x.var, axes=physical)
+        self.set(node.outputs[0], var, perm, x.lazy)
+
+    def _expanddims(self, node: Node) -> None:
+        x = self.value(node.inputs[0])
+        out_rank = len(self.graph.shapes[node.outputs[0]])
+        new_axes = sorted(a % out_rank for a in node.args[0])
+        kept = [a for a in range(out_rank) if a not in new_axes]  # new index of old axis i
+        if x.perm == _identity(len(x.shape)):
+            var = self.mb.expand_dims(x=x.var, axes=new_axes)
+            self.set(node.outputs[0], var, _identity(out_rank), x.lazy)
+            return
+        rank = len(x.shape)
+        var = self.mb.expand_dims(x=x.var, axes=list(range(rank, out_rank)))
+        perm = [kept[p] for p in x.perm] + new_axes
+        self.set(node.outputs[0], var, perm, x.lazy)
+
+    def _reshape(self, node: Node) -> None:
+        x = self.materialize(self.value(node.inputs[0]))
+        out_shape = self.graph.shapes[node.outputs[0]]
+        if x.perm != _identity(len(x.shape)):
+            in_big = [a for a in range(len(x.shape)) if x.shape[a] != 1]
+            out_big = [a for a in range(len(out_shape)) if out_shape[a] != 1]
+            if [x.shape[a] for a in in_big] == [out_shape[a] for a in out_big]:
+                # Only size-1 axes come and go: keep the layout, relabel the big axes.
+                mapping = dict(zip(in_big, out_big))
+                perm = [mapping[p] for p in x.perm if p in mapping]
+                perm += [a for a in range(len(out_shape)) if a not in out_big]
+                physical = [out_shape[a] for a in perm]
+                var = self.mb.reshape(x=x.var, shape=physical)
+                self.set(node.outputs[0], var, perm)
+                return
+            x = self.to_perm(x, _identity(len(x.shape)))
+        var = self.mb.reshape(x=x.var, shape=list(out_shape))
+        self.set(node.outputs[0], var, _identity(len(out_shape)))
+
+    _flatten = _reshape
+    _unflatten = _reshape
+
+    def _slice(self, node: Node) -> None:
+        x = self.materialize(self.value(node.inputs[0]))
+        starts, stops, steps = node.args
+        begin, end, stride, end_mask = [], [], [], []
+        for p in x.perm:
+            begin.append(int(starts[p]))
+            stride.append(int(steps[p]))
+            negative_end = steps[p] < 0 and stops[p] < 0
+            end.append(0 if negative_end else int(stops[p]))
+            end_mask.append(bool(negative_end))
+        var = self.mb.slice_by_index(
+            x=x.var, begin=begin, end=end, stride=stride, end_mask=end_mask
+        )
+        self.set(node.outputs[0], var, x.perm)
+
+    def _concatenate(self, node: Node) -> None:
+        rank = len(self.graph.shapes[node.outputs[0]])
+        perm = self._layout_for(node.inputs, self.graph.shapes[node.outputs[0]])
+        values = [self.var(name, perm) for name in node.inputs]
+        var = self.mb.concat(values=values, axis=perm.index(node.args[0]))
+        self.set(node.outputs[0], var, perm)
+        del rank
+
+    def _split(self, node: Node) -> None:
+        x = self.materialize(self.value(node.inputs[0]))
+        axis = node.args[1]
+        bounds = [0, *node.args[0], x.shape[axis]]
+        sizes = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+        parts = self.mb.split(x=x.var, split_sizes=sizes, axis=x.perm.index(axis))
+        parts = parts if isinstance(parts, (list, tuple)) else [parts]
+        for name, part in zip(node.outputs, parts):
+            self.set(name, part, x.perm)
+
+    def _pad(self, node: Node) -> None:
+        x = self.materialize(self.value(node.inputs[0]))
+        axes, low, high = node.args
+        widths = {a: (lo, hi) for a, lo, hi in zip(axes, low, high)}
+        pads = [p for a in x.perm for p in widths.get(a, (0, 0))]
+        value = float(np.asarray(self.graph.constants[node.inputs[1]]).reshape(()))
+        var = self.mb.pad(x=x.var, pad=np.array(pads, dtype=np.int32), mode="constant",
+                          constant_val=np.float32(value))
+        self.set(node.outputs[0], var, x.perm)
+
+    def _gather_fused(self, node: Node) -> None:
+        """`gather` node: Gather + Squeeze, output `indices.shape + source.shape[non-gathered]`."""
+        source = node.inputs[0]
+        rank = len(self.graph.shapes[source])
+        axes = node.args["axes"]
+        index_names = node.inputs[1:]
+        x = self.var(source)
+        if len(axes) == 1:
+            axis = axes[0]
+            indices = self.var(index_names[0])
+            if isinstance(indices, np.ndarray):
+                indices = indices.astype(np.int32)
+            var = self.mb.gather(x=x, indices=indices, axis=axis)
+            lead = len(self.graph.shapes[index_names[0]])
+            perm = [lead + t for t in range(axis)] + list(range(lead))
+            perm += [lead + t - 1 for t in range(axis + 1, rank)]
+            self.set(node.outputs[0], var, perm)
+            return
+        rest = [a for a in range(rank) if a not in axes]
+        if axes + rest != list(range(rank)):
+            x = self.mb.transpose(x=x, perm=axes + rest)
+        index_shape = np.broadcast_shapes(*[self.graph.shapes[n] for n in index_names])
+        stacked = np.stack(
+            [np.broadcast_to(self.graph.full_constant(n), index_shape) for n in index_names], -1
+        ).astype(np.int32)
+        var = self.mb.gather_nd(x=x, indices=stacked)
+        self.set(node.outputs[0], var, _identity(len(self.graph.shapes[node.outputs[0]])))
+
+    def _gather(self, node: Node) -> None:
+        source = node.inputs[0]
+        shape = self.graph.shapes[source]
+        rank = len(shape)
+        axes = list(node.args[0])
+        index_names = node.inputs[1:]
+        x = self.var(source)
+        if len(axes) == 1:
+            axis = axes[0]
+            indices = self.var(index_names[0])
+            if isinstance(indices, np.ndarray):
+                indices = indices.astype(np.int32)
+            var = self.mb.gather(x=x, indices=indices, axis=axis)
+            index_rank = len(self.graph.shapes[index_names[0]])
+            var = self.mb.expand_dims(x=var, axes=[rank - 1 + index_rank])
+            perm = [index_rank + t for t in range(axis)]
+            perm += list(range(index_rank))
+            perm += [index_rank + t for t in range(axis + 1, rank)]
+            perm += [index_rank + axis]
+            self.set(node.outputs[0], var, perm)
+            return
+        rest = [a for a in range(rank) if a not in axes]
+        if axes + rest != list(range(rank)):
+            x = self.mb.transpose(x=x, perm=axes + rest)
+        index_shape = np.broadcast_shapes(*[self.graph.shapes[n] for n in index_names])
+        stacked = np.stack(
+            [np.broadcast_to(self.graph.full_constant(n), index_shape) for n in index_names], -1
+        ).astype(np.int32)
+        var = self.mb.gather_nd(x=x, indices=stacked)
+        lead = len(index_shape)
+        var = self.mb.expand_dims(x=var, axes=list(range(lead + len(rest), lead + rank)))
+        perm = list(range(lead)) + [lead + r for r in rest] + [lead + a for a in axes]
+        self.set(node.outputs[0], var, perm)
+
+    def _asstrided(self, node: Node) -> None:
+        shape, strides, offset = node.args
+        x = self.var(node.inputs[0])
+        flat = self.mb.reshape(x=x, shape=[-1])
+        indices = prim.strided_indices(shape, strides, offset).astype(np.int32)
+        self.set(node.outputs[0], self.mb.gather(x=flat, indices=indices, axis=0),
+                 _identity(len(shape)))
+
+
+def output_var(lowerer: Lowerer, name: str, layout: Sequence[int], out_name: str,
+               taken: set[int]) -> Any:
+    """The final var for graph output `name`, materialised, in `layout`, named `out_name`.
+
+    The producing op's output is renamed when it is free to take the name; an `identity` op is
+    added only for inputs, constants and tensors returned twice.
+    """
+    mb = lowerer.mb
+    var = lowerer.var(name, layout)
+    if lowerer.graph.dtypes[name] == "bool":
+        return mb.cast(x=var, dtype="int32", name=out_name)
+    if isinstance(var, np.ndarray) or var.op is None or id(var) in taken:
+        var = mb.identity(x=var, name=out_name)
+    else:
+        var.name = out_name
+    taken.add(id(var))
+    return var

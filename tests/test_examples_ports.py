@@ -1,0 +1,58 @@
+"""Smoke tests of the issue-6 ports: each example runs with tiny settings and writes its outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST = ROOT.parent / "shared" / "data" / "mnist"
+
+
+def run(script: str, *args: str, cwd: Path = ROOT) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), *args],
+        capture_output=True, text=True, timeout=600, cwd=cwd,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_depth_map_quick(tmp_path):
+    output = run("depth_map.py", "--quick", "--out", str(tmp_path))
+    for name in ("log.csv", "evaluation.json", "predictions.png", "best/model.safetensors",
+                 "depth_resnet20.mlpackage"):
+        assert (tmp_path / name).exists(), name
+    evaluation = json.loads((tmp_path / "evaluation.json").read_text())
+    assert set(evaluation["model"]) >= {"loss", "abs_rel", "rmse", "delta_1.25"}
+    assert "mean-depth baseline" in output and str(tmp_path) in output
+
+
+def test_gluon_mnist_mlp_quick_prints_the_tutorials_lines(tmp_path):
+    output = run("gluon_mnist_mlp.py", "--quick", "--out", str(tmp_path))
+    lines = [line for line in output.splitlines() if line.startswith("Epoch ")]
+    assert [line.split(".")[0] for line in lines] == ["Epoch 0", "Epoch 1"]
+    assert all(", Train_acc " in line and ", Test_acc " in line for line in lines)
+    assert (tmp_path / "gluon_mlp.safetensors").exists()
+
+
+@pytest.mark.skipif(not MNIST.exists(), reason=f"real MNIST not found at {MNIST}")
+def test_gluon_keras_style_on_real_mnist(tmp_path):
+    output = run("gluon_mnist_mlp.py", "--data", str(MNIST), "--epochs", "2", "--keras-style",
+                 "--out", str(tmp_path))
+    last = [line for line in output.splitlines() if line.startswith("Epoch 1.")][0]
+    # The tutorial's published epoch-1 line: Train_acc 0.8811, Test_acc 0.8889.
+    assert float(last.split("Test_acc ")[1]) > 0.85
+    assert (tmp_path / "best" / "trainer.json").exists()
+
+
+def test_mlcompute_add(tmp_path):
+    output = run("mlcompute_add.py", "--out", str(tmp_path))
+    expected = "[1.0, 2.1, 3.2, 4.3, 5.4, 6.5]"
+    assert f"result: {expected}" in output
+    assert f".mlxfn : {expected}" in output
+    assert f"Core ML: {expected}" in output

@@ -8,7 +8,7 @@ training and test sets measured after the epoch.
 Run:
     python examples/gluon_mnist_mlp.py --data ../shared/data/mnist   # the real MNIST IDX files
     python examples/gluon_mnist_mlp.py                               # synthetic digits, no download
-    python examples/gluon_mnist_mlp.py --keras-style                 # + validation, early stop, ckpt
+    python examples/gluon_mnist_mlp.py --keras-style                 # + validation, early stop
     mlx.launch -n 2 --backend ring -- python examples/gluon_mnist_mlp.py   # data-parallel, 2 ranks
     python examples/gluon_mnist_mlp.py --quick                       # seconds (CI smoke test)
 """
@@ -19,7 +19,6 @@ import argparse
 import os
 from pathlib import Path
 
-import mlxkit  # before mlx.core: loads a fast BLAS on Linux
 import mlx.optimizers as optim
 import numpy as np
 
@@ -36,8 +35,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=0.01)
-    parser.add_argument("--keras-style", action="store_true",
-                        help="hold out 10%% for validation, stop early, keep the best checkpoint")
+    parser.add_argument(
+        "--keras-style",
+        action="store_true",
+        help="hold out 10%% for validation, stop early, keep the best checkpoint",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     args = parser.parse_args()
@@ -53,6 +55,7 @@ def load(args: argparse.Namespace):
         sizes = (600, 200) if args.quick else (12000, 2000)
         print(f"No --data: {sizes[0]} synthetic training digits (pass --data for MNIST)")
         (x_train, y_train), (x_test, y_test) = make_synthetic_digits(*sizes, seed=args.seed)
+
     # Gluon's transform: flatten and scale the pixels to [0, 1].
     def prepare(x):
         return x.reshape(len(x), -1).astype(np.float32) / 255
@@ -64,16 +67,23 @@ def main() -> None:
     args = parse_args()
     (x_train, y_train), (x_test, y_test) = load(args)
     model = gluon_mlp()
-    trainer = Trainer(model, optim.SGD(learning_rate=args.learning_rate), loss="cross_entropy",
-                      metrics=["accuracy"])
+    trainer = Trainer(
+        model,
+        optim.SGD(learning_rate=args.learning_rate),
+        loss="cross_entropy",
+        metrics=["accuracy"],
+    )
 
     def report(epoch, logs):
         # Like the tutorial, accuracy over the whole training and test sets after each epoch.
         train_accuracy = trainer.evaluate(x_train, y_train, batch_size=1000)["accuracy"]
         test_accuracy = trainer.evaluate(x_test, y_test, batch_size=1000)["accuracy"]
         if trainer.rank == 0:
-            print(f"Epoch {epoch}. Loss: {logs['loss']}, Train_acc {train_accuracy}, "
-                  f"Test_acc {test_accuracy}", flush=True)
+            print(
+                f"Epoch {epoch}. Loss: {logs['loss']}, Train_acc {train_accuracy}, "
+                f"Test_acc {test_accuracy}",
+                flush=True,
+            )
 
     callbacks = [LambdaCallback(on_epoch_end=report)]
     extra = {}
@@ -84,8 +94,17 @@ def main() -> None:
         ]
         extra["validation_split"] = 0.1
     # The tutorial's data loader keeps the last partial batch: drop_last=False does the same.
-    trainer.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
-                callbacks=callbacks, verbose=0, drop_last=False, seed=args.seed, **extra)
+    trainer.fit(
+        x_train,
+        y_train,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        callbacks=callbacks,
+        verbose=0,
+        drop_last=False,
+        seed=args.seed,
+        **extra,
+    )
     if trainer.rank == 0:
         args.out.mkdir(parents=True, exist_ok=True)
         model.save_weights(str(args.out / "gluon_mlp.safetensors"))

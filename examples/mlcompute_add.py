@@ -11,9 +11,9 @@ Run:
 import argparse
 import os
 
-import mlxkit  # noqa: F401  (before mlx.core: loads a fast BLAS on Linux)
 import mlx.core as mx
 
+import mlxkit  # noqa: F401  (before mlx.core: loads a fast BLAS on Linux)
 from mlxkit.export import run_mlpackage_numpy, to_coreml, to_mlxfn
 
 parser = argparse.ArgumentParser(description="MLCompute's add-two-layers graph in MLX")
@@ -40,10 +40,16 @@ mlxfn = to_mlxfn(graph, [a, b, c], os.path.join(args.out, "add.mlxfn"))
 imported = mx.import_function(mlxfn)
 print(".mlxfn :", [round(v, 4) for v in imported(a, b, c)[0].reshape(-1).tolist()])
 
-package = to_coreml(graph, [a, b, c], os.path.join(args.out, "add.mlpackage"),
-                    input_names=["a", "b", "c"], output_names=["sum"],
-                    compute_precision="float32")
-# Core ML runs only on Apple platforms; mlxkit's NumPy interpreter checks the saved program anywhere.
+package = to_coreml(
+    graph,
+    [a, b, c],
+    os.path.join(args.out, "add.mlpackage"),
+    input_names=["a", "b", "c"],
+    output_names=["sum"],
+    compute_precision="float32",
+)
+# Core ML runs only on Apple platforms; mlxkit's NumPy interpreter checks the saved program
+# anywhere.
 checked = run_mlpackage_numpy(package.path, {"a": a, "b": b, "c": c})
 print("Core ML:", [round(float(v), 4) for v in checked["sum"].reshape(-1)])
 print(f"Files in {os.path.abspath(args.out)}")

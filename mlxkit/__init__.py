@@ -8,21 +8,26 @@ from mlxkit import _blas
 
 _blas.load()
 
-from mlxkit import callbacks, losses, metrics  # noqa: E402
+from mlxkit import callbacks, data, datasets, images, losses, metrics, models  # noqa: E402
 from mlxkit.callbacks import History  # noqa: E402
-from mlxkit.checkpoint import load_weights  # noqa: E402
+from mlxkit.checkpoint import CheckpointError, load_weights  # noqa: E402
 from mlxkit.summary import summary  # noqa: E402
 from mlxkit.trainer import Trainer  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
     "History",
     "Trainer",
     "__version__",
     "callbacks",
+    "data",
+    "datasets",
+    "images",
     "load_weights",
     "losses",
     "metrics",
+    "models",
     "summary",
 ]

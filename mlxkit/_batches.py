@@ -5,8 +5,8 @@ too:
 
 - `iter(source)` yields batches: `(x, y)` tuples or dicts of arrays (NumPy or MLX);
 - `len(source)`, when defined, is the number of batches per epoch;
-- `source.set_epoch(epoch, start_batch=0)`, when defined, fixes that epoch's order as a pure function
-  of the seed and the epoch, and skips the first `start_batch` batches (exact mid-epoch resume).
+- `source.set_epoch(epoch, start_batch=0)`, when defined, fixes that epoch's order as a pure
+  function of the seed and the epoch, and skips the first `start_batch` batches (exact mid-epoch resume).
 
 `ArrayBatches` implements it for in-memory arrays: they are copied to MLX once, and each batch is a
 gather on the device, so no per-step NumPy copy happens.
@@ -32,7 +32,9 @@ def is_array_tree(value: Any) -> bool:
     if isinstance(value, ARRAY_TYPES):
         return True
     if isinstance(value, (tuple, dict)) and value:
-        leaves = [leaf for _, leaf in tree_flatten(value, is_leaf=lambda v: isinstance(v, np.ndarray))]
+        leaves = [
+            leaf for _, leaf in tree_flatten(value, is_leaf=lambda v: isinstance(v, np.ndarray))
+        ]
         return bool(leaves) and all(isinstance(leaf, ARRAY_TYPES) for leaf in leaves)
     return False
 
@@ -107,7 +109,12 @@ class ArrayBatches:
                     f"Received: {self.num} samples in x and {num_targets} in y."
                 )
         self.x, self.y = to_mx(x), to_mx(y)
-        self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.batch_size, self.shuffle, self.seed, self.drop_last = (
+            batch_size,
+            shuffle,
+            seed,
+            drop_last,
+        )
         self.rank, self.num_ranks = shard or (0, 1)
         self.epoch, self.start_batch = 0, 0
 

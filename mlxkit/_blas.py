@@ -1,15 +1,15 @@
 """Optimized BLAS for MLX's Linux CPU wheel.
 
-MLX's Linux wheel links the netlib reference BLAS, which makes every matmul 10-20x slower than it need
-be. `mlx.core` resolves `cblas_sgemm` when it is loaded, so a library loaded earlier with
+MLX's Linux wheel links the netlib reference BLAS, which makes every matmul 10-20x slower than
+it need be. `mlx.core` resolves `cblas_sgemm` when it is loaded, so a library loaded earlier with
 `RTLD_GLOBAL` takes its place. `load()` runs when `mlxkit` is imported and tries, in order:
 
 1. `MLXKIT_BLAS=/path/to/libopenblas.so` (or `MLXKIT_BLAS=off` to keep the reference BLAS);
 2. a system OpenBLAS (Debian/Ubuntu: `apt install libopenblas0-pthread`);
 3. `cmeel-openblas` from PyPI, when the system has the `libgfortran.so.5` it needs;
 4. the OpenBLAS that NumPy's wheel bundles. Its symbols carry a `scipy_` prefix and 64-bit integers,
-   so a 20-line C shim, compiled once with the system C compiler into `~/.cache/mlxkit`, forwards the
-   standard `cblas_*gemm` names to it.
+   so a 20-line C shim, compiled once with the system C compiler into `~/.cache/mlxkit`, forwards
+   the standard `cblas_*gemm` names to it.
 
 Nothing here is fatal: if no BLAS loads, MLX runs as before and `mlxkit doctor` says how to fix it.
 On macOS MLX uses Accelerate and none of this runs.

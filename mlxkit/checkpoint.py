@@ -3,7 +3,8 @@
 A checkpoint folder holds:
 
 - `model.safetensors`: every model array (`model.parameters()`, BatchNorm statistics included);
-- `optimizer.safetensors`: the tree-flattened optimizer state (step counter, learning rate, moments);
+- `optimizer.safetensors`: the tree-flattened optimizer state (step counter, learning rate,
+  moments);
 - `state.safetensors`: the running loss and metric sums of the epoch in progress, any gradient
   accumulation buffer, and the random key, so a mid-epoch resume continues the same epoch;
 - `callbacks.safetensors`: arrays callbacks keep (EarlyStopping's best weights);
@@ -22,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
@@ -32,6 +33,14 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 ARRAY_FILES = ("model", "optimizer", "state", "callbacks")
+# The trainer.json fields that loading applies, checked before anything is.
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "epoch": (int,),
+    "global_step": (int,),
+    "batch_in_epoch": (int,),
+    "seed": (int, type(None)),
+    "callbacks": (dict,),
+}
 
 
 class CheckpointError(ValueError):
@@ -39,7 +48,8 @@ class CheckpointError(ValueError):
 
 
 def _flat(tree: Any) -> dict[str, mx.array]:
-    return {key: value for key, value in tree_flatten(tree) if isinstance(value, mx.array)}
+    pairs = cast(list[tuple[str, Any]], tree_flatten(tree))
+    return {key: value for key, value in pairs if isinstance(value, mx.array)}
 
 
 def _running_state(trainer: Trainer) -> dict[str, Any]:
@@ -47,7 +57,7 @@ def _running_state(trainer: Trainer) -> dict[str, Any]:
         "loss": trainer.loss_state,
         "metrics": {f"metric{i}": m.state for i, m in enumerate(trainer.metrics)},
         "gradient_buffer": trainer.gradient_buffer,
-        "random": {"key": mx.random.state[0]},
+        "random": {"key": cast(list, mx.random.state)[0]},
     }
 
 
@@ -72,15 +82,44 @@ def _callback_arrays(trainer: Trainer) -> dict[str, mx.array]:
     return arrays
 
 
+def _leftovers(target: str) -> list[str]:
+    """Temporary folders of earlier writes to `target` (`.name.tmp-*`, `.name.old-*`)."""
+    parent, name = os.path.split(target)
+    try:
+        entries = sorted(os.listdir(parent))
+    except FileNotFoundError:
+        return []
+    prefixes = (f".{name}.tmp-", f".{name}.old-")
+    return [os.path.join(parent, entry) for entry in entries if entry.startswith(prefixes)]
+
+
+def recover_folder(path: str | os.PathLike) -> None:
+    """Puts back a checkpoint that a crash left moved aside between the two renames of a write.
+
+    A write moves the old folder to `.name.old-*` and then renames the new one into place; a process
+    killed between the two leaves no folder at `path` but a complete one aside.
+    """
+    target = os.path.abspath(os.fspath(path))
+    if os.path.exists(target):
+        return
+    for leftover in _leftovers(target):
+        is_old = os.path.basename(leftover).startswith(f".{os.path.basename(target)}.old-")
+        if is_old and os.path.exists(os.path.join(leftover, "trainer.json")):
+            os.rename(leftover, target)
+            return
+
+
 def write_folder_atomically(path: str | os.PathLike, write: Any) -> str:
     """Calls `write(tmp_folder)`, then renames the folder onto `path`, replacing any old one.
 
     The old folder is moved aside and deleted only once the new one is in place, so at every instant
-    either the old or the new checkpoint is complete on disk.
+    either the old or the new checkpoint is complete on disk (`recover_folder` puts an old one
+    back). Temporary folders that killed writes left behind are deleted after a successful write.
     """
     target = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
+    recover_folder(target)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
     try:
         write(tmp)
@@ -93,11 +132,11 @@ def write_folder_atomically(path: str | os.PathLike, write: Any) -> str:
             os.rmdir(old)
             os.rename(target, old)
         os.rename(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for leftover in _leftovers(target):
+        shutil.rmtree(leftover, ignore_errors=True)
     return target
 
 
@@ -122,15 +161,23 @@ def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> str:
         "seed": trainer.seed,
         "callbacks": _callback_states(trainer),
         "model_class": type(trainer.model).__name__,
-        "mlxkit_version": mlxkit.__version__,
-        "mlx_version": mx.__version__,
+        "mlxkit_version": getattr(mlxkit, "__version__", "unknown"),
+        "mlx_version": getattr(mx, "__version__", "unknown"),
     }
 
     def write(folder: str) -> None:
-        mx.save_safetensors(os.path.join(folder, "model.safetensors"), _flat(trainer.model.parameters()))
-        mx.save_safetensors(os.path.join(folder, "optimizer.safetensors"), _flat(trainer.optimizer.state))
-        mx.save_safetensors(os.path.join(folder, "state.safetensors"), _flat(_running_state(trainer)))
-        mx.save_safetensors(os.path.join(folder, "callbacks.safetensors"), _callback_arrays(trainer))
+        mx.save_safetensors(
+            os.path.join(folder, "model.safetensors"), _flat(trainer.model.parameters())
+        )
+        mx.save_safetensors(
+            os.path.join(folder, "optimizer.safetensors"), _flat(trainer.optimizer.state)
+        )
+        mx.save_safetensors(
+            os.path.join(folder, "state.safetensors"), _flat(_running_state(trainer))
+        )
+        mx.save_safetensors(
+            os.path.join(folder, "callbacks.safetensors"), _callback_arrays(trainer)
+        )
         with open(os.path.join(folder, "trainer.json"), "w") as f:
             json.dump(meta, f, indent=2)
 
@@ -141,9 +188,16 @@ def _read_safetensors(path: str) -> dict[str, mx.array]:
     if not os.path.exists(path):
         raise CheckpointError(f"Checkpoint file missing: {path}")
     try:
-        return dict(mx.load(path, format="safetensors"))
+        loaded: Any = mx.load(path, format="safetensors")
+        arrays: dict[str, mx.array] = dict(loaded)
+        # Read everything now: errors surface before anything is applied, and the arrays no longer
+        # depend on a file that a later save to the same path replaces.
+        mx.eval(arrays)
     except Exception as error:  # MLX raises several types for truncated or corrupt files.
-        raise CheckpointError(f"Cannot read {path}: the file is truncated or corrupt ({error})")
+        raise CheckpointError(
+            f"Cannot read {path}: the file is truncated or corrupt ({error})"
+        ) from None
+    return arrays
 
 
 def _compare(name: str, expected: dict[str, mx.array], found: dict[str, mx.array]) -> list[str]:
@@ -164,9 +218,12 @@ def _compare(name: str, expected: dict[str, mx.array], found: dict[str, mx.array
     return problems
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, dict[str, mx.array]]]:
+def read_checkpoint(
+    path: str | os.PathLike,
+) -> tuple[dict[str, Any], dict[str, dict[str, mx.array]]]:
     """Reads and validates a checkpoint folder's files without applying them."""
     folder = os.fspath(path)
+    recover_folder(folder)
     if not os.path.isdir(folder):
         raise CheckpointError(f"No checkpoint folder at {folder!r}.")
     meta_path = os.path.join(folder, "trainer.json")
@@ -177,15 +234,27 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         raise CheckpointError(f"Checkpoint file missing: {meta_path}") from None
     except json.JSONDecodeError as error:
         raise CheckpointError(f"Cannot read {meta_path}: {error}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"{meta_path} must hold a JSON object. Received: {type(meta).__name__}"
+        )
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
             f"{meta_path} has format_version={version!r}; this mlxkit reads versions up to "
             f"{FORMAT_VERSION}. Upgrade mlxkit to load it."
         )
+    wrong = [key for key, kinds in _META_TYPES.items() if not isinstance(meta.get(key), kinds)]
+    if wrong:
+        raise CheckpointError(
+            f"{meta_path} lacks or mistypes the fields {wrong}; expected "
+            + ", ".join(
+                f"{key}: {' or '.join(k.__name__ for k in kinds)}"
+                for key, kinds in _META_TYPES.items()
+            )
+        )
     arrays = {
-        name: _read_safetensors(os.path.join(folder, f"{name}.safetensors"))
-        for name in ARRAY_FILES
+        name: _read_safetensors(os.path.join(folder, f"{name}.safetensors")) for name in ARRAY_FILES
     }
     return meta, arrays
 
@@ -193,8 +262,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
 def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
     """Restores model, optimizer, running state, position and callback states from `path`.
 
-    Strict: if any file is missing or corrupt, or any key is missing, unexpected or wrongly shaped,
-    a `CheckpointError` lists every problem and nothing is applied.
+    Strict: if any file is missing or corrupt, any key is missing, unexpected or wrongly shaped, or
+    the model is of another class, a `CheckpointError` lists every problem and nothing is applied.
 
     Example:
         >>> trainer.load_checkpoint("runs/ckpt")  # doctest: +SKIP
@@ -227,7 +296,7 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
         metric.state.update(running["metrics"][f"metric{index}"])
     if "grads" in running.get("gradient_buffer", {}):
         trainer.gradient_buffer["grads"] = running["gradient_buffer"]["grads"]
-    # MLX exposes no setter for its global key, but `seed(n)` sets the key to (n >> 32, n & 0xffffffff).
+    # MLX has no setter for its global key, but `seed(n)` sets it to (n >> 32, n & 0xffffffff).
     high, low = running["random"]["key"].tolist()
     mx.random.seed((high << 32) | low)
     trainer.epoch = meta["epoch"]
@@ -240,7 +309,9 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
         if key in saved:
             callback.load_state_dict(saved[key])
         prefix = f"{key}/"
-        arrays_of = {k[len(prefix) :]: v for k, v in arrays["callbacks"].items() if k.startswith(prefix)}
+        arrays_of = {
+            k[len(prefix) :]: v for k, v in arrays["callbacks"].items() if k.startswith(prefix)
+        }
         if arrays_of:
             callback.load_state_arrays(arrays_of)
     mx.eval(trainer.compiled_state())
@@ -279,7 +350,8 @@ def load_weights(model: Any, path: str | os.PathLike) -> None:
         raise CheckpointError(f"No weights file at {path!r}.")
     if path.endswith(".npz"):
         try:
-            found = dict(mx.load(path))
+            loaded: Any = mx.load(path)
+            found: dict[str, mx.array] = dict(loaded)
         except Exception as error:
             raise CheckpointError(f"Cannot read {path}: {error}") from None
     else:

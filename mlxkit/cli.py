@@ -10,10 +10,10 @@ import time
 
 def doctor(args: argparse.Namespace) -> int:
     """Prints the MLX version, the device, the BLAS in use, and how to get a faster one."""
+    import mlx.core as mx
+
     import mlxkit
     from mlxkit import _blas
-
-    import mlx.core as mx
 
     status = _blas.status
     a = mx.random.normal((256, 256))

@@ -5,8 +5,8 @@ Launch one process per device or host with `mlx.launch`, e.g. two local processe
     mlx.launch -n 2 --backend ring -- python examples/gluon_mnist_mlp.py
 
 Inside, `Trainer` finds the group by itself (`distributed=None`): each rank trains on a disjoint
-shard of every epoch, gradients are averaged with an all-reduce inside the compiled step, metric sums
-are all-reduced at epoch ends so every rank logs the same values, and only rank 0 prints or writes
+shard of every epoch, gradients are averaged with an all-reduce inside the compiled step, metric
+sums are all-reduced at epoch ends so every rank logs the same values, and only rank 0 prints or writes
 files. `batch_size` is per rank: the global batch is `batch_size * world_size`, so scale the
 learning rate accordingly (linearly for SGD, with a warm-up for large worlds).
 
@@ -94,7 +94,7 @@ def all_sum_states(states: list[dict[str, mx.array]], group: Any) -> list[dict[s
 
 
 class ShardedBatches:
-    """Every `num_ranks`-th batch of a batch source, starting at `rank`, the same count on all ranks.
+    """Every `num_ranks`-th batch of a batch source from `rank` on, the same count on all ranks.
 
     For batch sources that cannot shard themselves (a plain list of batches); an
     `mlxkit.data.Stream` shards its samples instead.

@@ -80,7 +80,7 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> str:
             f"save_png: expected an (H, W) or (H, W, 3) image. Received: shape={array.shape}"
         )
     if array.dtype != np.uint8:
-        array = (np.clip(np.nan_to_num(array.astype(np.float64)), 0.0, 1.0) * 255 + 0.5)
+        array = np.clip(np.nan_to_num(array.astype(np.float64)), 0.0, 1.0) * 255 + 0.5
         array = array.astype(np.uint8)
     height, width = array.shape[:2]
     color_type = 0 if array.ndim == 2 else 2

@@ -60,8 +60,10 @@ def summary(
 
     rows = [("Layer (type)", "Output shape", "Param #")]
     for name, module in named:
-        own = _count(module.parameters()) if not module.children() else _count(
-            {k: v for k, v in module.items() if isinstance(v, mx.array)}
+        own = (
+            _count(module.parameters())
+            if not module.children()
+            else _count({k: v for k, v in module.items() if isinstance(v, mx.array)})
         )
         rows.append((f"{name} ({type(module).__name__})", shapes.get(id(module), ""), f"{own:,}"))
     if input_shape is not None:
@@ -87,7 +89,9 @@ def summary(
     return text
 
 
-def _trace_shapes(model: nn.Module, input_shape: tuple[int, ...], dtype: mx.Dtype) -> dict[int, str]:
+def _trace_shapes(
+    model: nn.Module, input_shape: tuple[int, ...], dtype: mx.Dtype
+) -> dict[int, str]:
     """Runs the model once with every module class's `__call__` wrapped to record output shapes."""
     shapes: dict[int, str] = {}
     classes = {type(module) for _, module in model.named_modules()}

@@ -2,9 +2,9 @@
 
 The loops here read top to bottom; the maths lives in `train_step`, `test_step` and `predict_step`,
 the override points. Each step is compiled once with `mx.compile` over the state it reads and writes
-(`compiled_state()`: model, optimizer, random state, loss and metric accumulators), so a training step
-runs with no host sync: values reach Python only when a log is needed (a progress refresh, a callback
-that reads batch logs, the end of an epoch).
+(`compiled_state()`: model, optimizer, random state, loss and metric accumulators), so a training
+step runs with no host sync: values reach Python only when a log is needed (a progress refresh, a
+callback that reads batch logs, the end of an epoch).
 """
 
 from __future__ import annotations
@@ -120,8 +120,8 @@ class Trainer:
         self.clip_grad_norm = clip_grad_norm
         self.accumulate_steps = accumulate_steps
 
-        # Device-side accumulators: a sample-weighted loss sum, and the first step whose loss was not
-        # finite, so NaNs are reported with their step without reading the loss every step.
+        # Device-side accumulators: a sample-weighted loss sum, and the first step whose loss was
+        # not finite, so NaNs are reported with their step without reading the loss every step.
         self.loss_state = _zero_loss_state()
         self.gradient_buffer: dict[str, Any] = {}
         self.optimizer.init(self.model.trainable_parameters())
@@ -357,10 +357,12 @@ class Trainer:
             callbacks: `mlxkit.callbacks.Callback` objects. `History` and a `ProgressBar` are added.
             verbose: `"auto"` (a bar on a terminal, a line per epoch otherwise), `0` (silent), `1`
                 (bar) or `2` (line per epoch).
-            seed: Seeds the data order and `mx.random` (dropout) for a reproducible run.
+            seed: Seeds the data order and `mx.random` (dropout) for a reproducible run. With
+                `None`, a batch source that has its own `seed` (an `mlxkit.data.Stream`) keeps it.
             drop_last: Drop the last partial training batch, so the compiled step keeps one shape.
             resume_from: A checkpoint folder (`save_checkpoint`, `ModelCheckpoint`) to resume
-                from, mid-epoch included.
+                from, mid-epoch included. When `None`, a `BackupAndRestore` callback's backup, if
+                one exists, is resumed from.
 
         Returns:
             The `History`, whose `.history` maps `"loss"`, each metric and their `"val_"` twins to
@@ -377,9 +379,7 @@ class Trainer:
         if steps_per_epoch is not None:
             _check_positive_int(steps_per_epoch, "steps_per_epoch")
         if verbose not in ("auto", 0, 1, 2):
-            raise ValueError(
-                f"`verbose` must be 'auto', 0, 1 or 2. Received: verbose={verbose!r}"
-            )
+            raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2. Received: verbose={verbose!r}")
         if validation_split and validation_data is not None:
             raise ValueError(
                 "Pass `validation_data` or `validation_split`, not both. "
@@ -396,7 +396,7 @@ class Trainer:
                     f"`validation_data`. Received: x of type {type(x).__name__}"
                 )
             total = num_samples(x, "x")
-            cut = total - int(math.ceil(total * validation_split))
+            cut = total - math.ceil(total * validation_split)
             if cut <= 0:
                 raise ValueError(
                     f"`validation_split={validation_split}` leaves no training samples "
@@ -406,7 +406,12 @@ class Trainer:
             y = None if y is None else _slice(y, 0, cut)
 
         train = self._batches(
-            x, y, argument="x", batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+            x,
+            y,
+            argument="x",
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
             shard=True,
         )
         validation = None
@@ -421,12 +426,19 @@ class Trainer:
         self.epochs = epochs
         self.epoch, self.start_batch = initial_epoch, 0
         self.stop_training = False
+        if seed is None and isinstance(getattr(train, "seed", None), int):
+            self.seed = train.seed  # a batch source that carries its own seed keeps its order
+        if resume_from is None:
+            from mlxkit.callbacks.checkpointing import BackupAndRestore
+
+            backups = [c.resume_path() for c in self.callbacks.find(BackupAndRestore)]
+            resume_from = next((path for path in backups if path is not None), None)
         if resume_from is not None:
             from mlxkit.checkpoint import load_checkpoint
 
             load_checkpoint(self, resume_from)
-        if hasattr(train, "set_epoch") and self.seed is not None and hasattr(train, "seed"):
-            train.seed = self.seed
+        if hasattr(train, "seed") and hasattr(train, "set_epoch"):
+            train.seed = self.seed  # the checkpoint's seed, after a resume
         self.steps_per_epoch = steps_per_epoch or _length(train)
 
         self._check_first_batch(train)
@@ -523,21 +535,27 @@ class Trainer:
         """Gives every rank rank 0's weights, so that data-parallel replicas start identical."""
         flat = tree_flatten(self.model.parameters())
         synced = [
-            (key, mx.distributed.all_sum(
-                value if self.rank == 0 else mx.zeros_like(value), group=self.group
-            ))
+            (
+                key,
+                mx.distributed.all_sum(
+                    value if self.rank == 0 else mx.zeros_like(value), group=self.group
+                ),
+            )
             for key, value in flat
         ]
         self.model.update(tree_unflatten(synced))
         mx.eval(self.model.parameters())
 
     def _validation_batches(self, validation_data: Any, batch_size: int) -> Any:
-        if isinstance(validation_data, tuple) and len(validation_data) == 2:
-            if is_array_tree(validation_data[0]):
-                return self._batches(
-                    validation_data[0], validation_data[1], argument="validation_data",
-                    batch_size=batch_size, shard=True,
-                )
+        pair = isinstance(validation_data, tuple) and len(validation_data) == 2
+        if pair and is_array_tree(validation_data[0]):
+            return self._batches(
+                validation_data[0],
+                validation_data[1],
+                argument="validation_data",
+                batch_size=batch_size,
+                shard=True,
+            )
         return self._batches(
             validation_data, None, argument="validation_data", batch_size=batch_size, shard=True
         )
@@ -615,6 +633,7 @@ class Trainer:
         self.callbacks.call("on_predict_begin", None)
         outputs = []
         for index, raw in enumerate(batches):
+            self.callbacks.call("on_predict_batch_begin", index, None)
             batch = self._unpack(raw)
             outputs.append(step_fn(batch))
             mx.async_eval(outputs[-1])

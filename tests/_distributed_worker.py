@@ -8,17 +8,16 @@ import json
 import os
 import sys
 
-import mlxkit  # noqa: F401  (loads the fast BLAS before mlx.core)
-
 import mlx.core as mx
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten
 
+import mlxkit  # noqa: F401  (loads the fast BLAS before mlx.core)
 from mlxkit import Trainer
 from mlxkit.callbacks import LambdaCallback, ModelCheckpoint
 
 sys.path.insert(0, os.path.dirname(__file__))
-from distributed_problem import BATCH_PER_RANK, make_data, make_model  # noqa: E402
+from distributed_problem import BATCH_PER_RANK, make_data, make_model
 
 out, epochs, mode = sys.argv[1], int(sys.argv[2]), (sys.argv[3] if len(sys.argv) > 3 else "")
 group = mx.distributed.init()
@@ -48,12 +47,19 @@ if mode == "die":
 
     callbacks.append(LambdaCallback(on_train_batch_end=die))
 history = trainer.fit(
-    x, y, batch_size=BATCH_PER_RANK, epochs=epochs, shuffle=False, verbose=0,
-    validation_data=(x[:40], y[:40]), callbacks=callbacks,
+    x,
+    y,
+    batch_size=BATCH_PER_RANK,
+    epochs=epochs,
+    shuffle=False,
+    verbose=0,
+    validation_data=(x[:40], y[:40]),
+    callbacks=callbacks,
     resume_from=os.path.join(out, "ckpt") if mode == "resume" else None,
 )
 mx.eval(model.parameters())
-original_save(os.path.join(out, f"weights-rank{rank}.safetensors"),
-              dict(tree_flatten(model.parameters())))
+original_save(
+    os.path.join(out, f"weights-rank{rank}.safetensors"), dict(tree_flatten(model.parameters()))
+)
 with open(os.path.join(out, f"history-rank{rank}.json"), "w") as f:
     json.dump(history.history, f)

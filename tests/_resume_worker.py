@@ -21,6 +21,7 @@ import sys
 
 import mlxkit  # noqa: F401  (loads the fast BLAS before mlx.core)
 
+# isort: split
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
@@ -45,17 +46,28 @@ def make_data() -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     return x[:48], y[:48], (x[48:], y[48:])
 
 
-def make_trainer(init_seed: int = 0) -> Trainer:
+def make_trainer(init_seed: int = 0, accumulate_steps: int = 1) -> Trainer:
     mx.random.seed(init_seed)
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 3))
-    return Trainer(model, optim.Adam(learning_rate=1e-2), "cross_entropy", ["accuracy"])
+    optimizer = optim.Adam(learning_rate=1e-2)
+    return Trainer(
+        model, optimizer, "cross_entropy", ["accuracy"], accumulate_steps=accumulate_steps
+    )
 
 
-def fit(trainer: Trainer, callbacks: list, seed: int | None = SEED, **kwargs):
+def fit(trainer: Trainer, callbacks: list, seed: int | None = SEED, epochs: int = EPOCHS, **kwargs):
     x, y, validation = make_data()
     return trainer.fit(
-        x, y, batch_size=BATCH_SIZE, epochs=EPOCHS, validation_data=validation, shuffle=True,
-        seed=seed, callbacks=callbacks, verbose=0, **kwargs,
+        x,
+        y,
+        batch_size=BATCH_SIZE,
+        epochs=epochs,
+        validation_data=validation,
+        shuffle=True,
+        seed=seed,
+        callbacks=callbacks,
+        verbose=0,
+        **kwargs,
     )
 
 

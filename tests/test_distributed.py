@@ -31,8 +31,19 @@ pytestmark = [
 
 
 def launch(out, epochs, mode="", timeout=120):
-    command = [LAUNCH, "-n", "2", "--backend", "ring", "--", sys.executable, WORKER, str(out),
-               str(epochs), mode]
+    command = [
+        LAUNCH,
+        "-n",
+        "2",
+        "--backend",
+        "ring",
+        "--",
+        sys.executable,
+        WORKER,
+        str(out),
+        str(epochs),
+        mode,
+    ]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     return result, time.perf_counter() - start
@@ -43,8 +54,9 @@ def single_process_weights(epochs):
     order = global_batches_order()
     model = make_model(seed=0)
     trainer = Trainer(model, optim.SGD(learning_rate=0.1), "cross_entropy", distributed=False)
-    trainer.fit(x[order], y[order], batch_size=2 * BATCH_PER_RANK, epochs=epochs, shuffle=False,
-                verbose=0)
+    trainer.fit(
+        x[order], y[order], batch_size=2 * BATCH_PER_RANK, epochs=epochs, shuffle=False, verbose=0
+    )
     return {k: np.array(v) for k, v in tree_flatten(model.parameters())}
 
 

@@ -16,7 +16,10 @@ MNIST = ROOT.parent / "shared" / "data" / "mnist"
 def run(script: str, *args: str, cwd: Path = ROOT) -> str:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / script), *args],
-        capture_output=True, text=True, timeout=600, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
@@ -24,8 +27,13 @@ def run(script: str, *args: str, cwd: Path = ROOT) -> str:
 
 def test_depth_map_quick(tmp_path):
     output = run("depth_map.py", "--quick", "--out", str(tmp_path))
-    for name in ("log.csv", "evaluation.json", "predictions.png", "best/model.safetensors",
-                 "depth_resnet20.mlpackage"):
+    for name in (
+        "log.csv",
+        "evaluation.json",
+        "predictions.png",
+        "best/model.safetensors",
+        "depth_resnet20.mlpackage",
+    ):
         assert (tmp_path / name).exists(), name
     evaluation = json.loads((tmp_path / "evaluation.json").read_text())
     assert set(evaluation["model"]) >= {"loss", "abs_rel", "rmse", "delta_1.25"}
@@ -42,9 +50,17 @@ def test_gluon_mnist_mlp_quick_prints_the_tutorials_lines(tmp_path):
 
 @pytest.mark.skipif(not MNIST.exists(), reason=f"real MNIST not found at {MNIST}")
 def test_gluon_keras_style_on_real_mnist(tmp_path):
-    output = run("gluon_mnist_mlp.py", "--data", str(MNIST), "--epochs", "2", "--keras-style",
-                 "--out", str(tmp_path))
-    last = [line for line in output.splitlines() if line.startswith("Epoch 1.")][0]
+    output = run(
+        "gluon_mnist_mlp.py",
+        "--data",
+        str(MNIST),
+        "--epochs",
+        "2",
+        "--keras-style",
+        "--out",
+        str(tmp_path),
+    )
+    last = next(line for line in output.splitlines() if line.startswith("Epoch 1."))
     # The tutorial's published epoch-1 line: Train_acc 0.8811, Test_acc 0.8889.
     assert float(last.split("Test_acc ")[1]) > 0.85
     assert (tmp_path / "best" / "trainer.json").exists()

@@ -50,8 +50,13 @@ def test_compile_and_eager_are_identical_with_dropout_and_batchnorm():
     results = []
     for compile in (True, False):
         model = small_model(seed=3, dropout=0.3, batch_norm=True)
-        trainer = Trainer(model, optim.SGD(learning_rate=0.1, momentum=0.9), "cross_entropy",
-                          ["accuracy"], compile=compile)
+        trainer = Trainer(
+            model,
+            optim.SGD(learning_rate=0.1, momentum=0.9),
+            "cross_entropy",
+            ["accuracy"],
+            compile=compile,
+        )
         history = trainer.fit(x, y, batch_size=32, epochs=2, seed=5, verbose=0)
         results.append((weights(model), history.history["loss"]))
     (w_compiled, loss_compiled), (w_eager, loss_eager) = results
@@ -138,14 +143,22 @@ def test_gradient_accumulation_and_clipping_match_numpy(compile):
     learning_rate, max_norm, batch, accumulate = 0.1, 0.05, 8, 2
     model = nn.Linear(3, 2)
     model.update({"weight": mx.array(w), "bias": mx.array(b)})
-    trainer = Trainer(model, optim.SGD(learning_rate=learning_rate), "mse", compile=compile,
-                      clip_grad_norm=max_norm, accumulate_steps=accumulate)
+    trainer = Trainer(
+        model,
+        optim.SGD(learning_rate=learning_rate),
+        "mse",
+        compile=compile,
+        clip_grad_norm=max_norm,
+        accumulate_steps=accumulate,
+    )
     trainer.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
 
     w_ref, b_ref = w.astype(np.float64), b.astype(np.float64)
     for start in range(0, 64, batch * accumulate):
-        grads = [numpy_mse_grads(x[s : s + batch], y[s : s + batch], w_ref, b_ref)
-                 for s in range(start, start + batch * accumulate, batch)]
+        grads = [
+            numpy_mse_grads(x[s : s + batch], y[s : s + batch], w_ref, b_ref)
+            for s in range(start, start + batch * accumulate, batch)
+        ]
         gw = sum(g[0] for g in grads) / accumulate
         gb = sum(g[1] for g in grads) / accumulate
         norm = np.sqrt((gw**2).sum() + (gb**2).sum())
@@ -159,8 +172,13 @@ def test_gradient_accumulation_and_clipping_match_numpy(compile):
 def test_dict_batches_use_named_keys():
     x, y = classification_data(num=64)
     batches = [{"image": x[i : i + 16], "label": y[i : i + 16]} for i in range(0, 64, 16)]
-    trainer = Trainer(small_model(), optim.Adam(learning_rate=1e-2), "cross_entropy",
-                      inputs="image", targets="label")
+    trainer = Trainer(
+        small_model(),
+        optim.Adam(learning_rate=1e-2),
+        "cross_entropy",
+        inputs="image",
+        targets="label",
+    )
     history = trainer.fit(batches, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2
     assert set(trainer.evaluate(batches)) == {"loss"}
@@ -214,8 +232,14 @@ def test_stop_training_and_batch_hooks():
         if batch == 2:
             trainer.stop_training = True
 
-    trainer.fit(x, y, batch_size=16, epochs=3, verbose=0,
-                callbacks=[LambdaCallback(on_train_batch_end=on_batch_end)])
+    trainer.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=3,
+        verbose=0,
+        callbacks=[LambdaCallback(on_train_batch_end=on_batch_end)],
+    )
     assert [b for b, _ in seen] == [0, 1, 2]
     assert all(np.isfinite(loss) for _, loss in seen)
     assert trainer.history.epoch == [0]
@@ -272,7 +296,12 @@ def test_mismatched_lengths_and_missing_keys():
     trainer = Trainer(small_model(), optim.SGD(learning_rate=0.1), "cross_entropy")
     with pytest.raises(ValueError, match="32 samples in x and 31 in y"):
         trainer.fit(x, y[:31], verbose=0)
-    keyed = Trainer(small_model(), optim.SGD(learning_rate=0.1), "cross_entropy",
-                    inputs="image", targets="label")
+    keyed = Trainer(
+        small_model(),
+        optim.SGD(learning_rate=0.1),
+        "cross_entropy",
+        inputs="image",
+        targets="label",
+    )
     with pytest.raises(KeyError, match=r"Keys present: \['img', 'label'\]"):
         keyed.fit([{"img": x, "label": y}], verbose=0)

@@ -1,8 +1,8 @@
 """The `Callback` base class, the `CallbackList` that dispatches to callbacks, and lazy batch logs.
 
-Hooks use Keras's names. A hook that no callback overrides is never called, and batch-level logs are a
-`LazyLogs` mapping whose values reach Python (one `.item()` each) only if a callback reads them, so
-callbacks that do not look at batches cost nothing per step.
+Hooks use Keras's names. A hook that no callback overrides is never called, and batch-level logs
+are a `LazyLogs` mapping whose values reach Python (one `.item()` each) only if a callback reads
+them, so callbacks that do not look at batches cost nothing per step.
 """
 
 from __future__ import annotations
@@ -84,6 +84,8 @@ class Callback:
     """
 
     trainer: Trainer
+    # True for callbacks that write checkpoints (`ModelCheckpoint`, `BackupAndRestore`).
+    saves_checkpoints: bool = False
 
     def set_trainer(self, trainer: Trainer) -> None:
         self.trainer = trainer
@@ -116,8 +118,9 @@ class Callback:
     def on_test_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None: ...
     def on_predict_begin(self, logs: Mapping[str, float] | None = None) -> None: ...
     def on_predict_end(self, logs: Mapping[str, float] | None = None) -> None: ...
-    def on_predict_batch_begin(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
-        ...
+    def on_predict_batch_begin(
+        self, batch: int, logs: Mapping[str, float] | None = None
+    ) -> None: ...
     def on_predict_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None: ...
 
 
@@ -126,7 +129,7 @@ def _overrides(callback: Callback, hook: str) -> bool:
 
 
 class CallbackList:
-    """Calls each hook on the callbacks that override it, in order.
+    """Calls each hook on the callbacks that override it, in order, checkpoint writers last.
 
     `wants(hook)` tells the Trainer whether any callback overrides a hook, so that it can skip
     building batch logs altogether.
@@ -141,8 +144,11 @@ class CallbackList:
                     f"Received: an element of type {type(callback).__name__}: {callback!r}"
                 )
             callback.set_trainer(trainer)
+        # Callbacks that write checkpoints run each hook after the others, so that a checkpoint
+        # holds every callback's state as of the epoch or step it was written at.
+        ordered = sorted(self.callbacks, key=lambda c: bool(getattr(c, "saves_checkpoints", False)))
         self._by_hook = {
-            hook: [getattr(c, hook) for c in self.callbacks if _overrides(c, hook)] for hook in HOOKS
+            hook: [getattr(c, hook) for c in ordered if _overrides(c, hook)] for hook in HOOKS
         }
 
     def wants(self, hook: str) -> bool:

@@ -12,7 +12,7 @@ from mlx.utils import tree_flatten
 
 from mlxkit.callbacks.base import Callback
 from mlxkit.callbacks.monitor import Mode, Monitor
-from mlxkit.checkpoint import save_checkpoint
+from mlxkit.checkpoint import recover_folder, save_checkpoint
 
 
 class ModelCheckpoint(Callback):
@@ -40,6 +40,8 @@ class ModelCheckpoint(Callback):
         'runs/best'
     """
 
+    saves_checkpoints = True
+
     def __init__(
         self,
         filepath: str | os.PathLike,
@@ -57,6 +59,14 @@ class ModelCheckpoint(Callback):
                 f"ModelCheckpoint: `save_top_k` must be a positive integer or None. "
                 f"Received: save_top_k={save_top_k!r}"
             )
+        for name, value in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise ValueError(
+                    f"ModelCheckpoint: `{name}` must be a positive integer. "
+                    f"Received: {name}={value!r}"
+                )
         if every_n_steps is not None and (save_best_only or save_top_k):
             raise ValueError(
                 "ModelCheckpoint: `every_n_steps` saves mid-epoch, where no epoch metrics exist to "
@@ -97,7 +107,8 @@ class ModelCheckpoint(Callback):
             return
         weights = dict(tree_flatten(self.trainer.model.parameters()))
         mx.eval(weights)
-        tmp = f"{path}.tmp-{os.getpid()}"
+        # The temporary name keeps the suffix: mx.save_safetensors appends one otherwise.
+        tmp = f"{path[: -len('.safetensors')]}.tmp-{os.getpid()}.safetensors"
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         mx.save_safetensors(tmp, weights)
         os.replace(tmp, path)
@@ -163,8 +174,11 @@ class BackupAndRestore(Callback):
 
     Example:
         >>> # Run this twice; if the first run is killed, the second resumes it.
-        >>> trainer.fit(x, y, epochs=50, callbacks=[BackupAndRestore("runs/backup")])  # doctest: +SKIP
+        >>> backup = BackupAndRestore("runs/backup")
+        >>> trainer.fit(x, y, epochs=50, callbacks=[backup])  # doctest: +SKIP
     """
+
+    saves_checkpoints = True
 
     def __init__(
         self,
@@ -186,6 +200,7 @@ class BackupAndRestore(Callback):
 
     def resume_path(self) -> str | None:
         """The backup to resume from, if one exists."""
+        recover_folder(self.backup_dir)
         marker = os.path.join(self.backup_dir, "trainer.json")
         return self.backup_dir if os.path.exists(marker) else None
 

@@ -13,7 +13,8 @@ class History(Callback):
     """Records every epoch's logs; `fit()` returns it.
 
     `history.history` maps each key (`"loss"`, metric names, `"val_"` twins, `"learning_rate"`, ...)
-    to a list of per-epoch floats, and `history.epoch` lists the epoch indices.
+    to a list of per-epoch floats, and `history.epoch` lists the epoch indices. A `fit` from epoch 0
+    starts a fresh record; a resumed one (or one with `initial_epoch > 0`) extends it.
 
     Example:
         >>> history = trainer.fit(x, y, epochs=3)  # doctest: +SKIP
@@ -24,6 +25,12 @@ class History(Callback):
     def __init__(self) -> None:
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
+
+    def on_train_begin(self, logs: Mapping[str, float] | None = None) -> None:
+        # A fit from scratch starts a new record; a resumed or continued one (a checkpoint, or
+        # `initial_epoch > 0`) extends the epochs already recorded.
+        if self.trainer.epoch == 0 and self.trainer.start_batch == 0:
+            self.history, self.epoch = {}, []
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         self.epoch.append(epoch)

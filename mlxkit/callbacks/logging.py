@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,8 +13,10 @@ from mlxkit.callbacks.base import HOOKS, Callback
 class CSVLogger(Callback):
     """Writes one CSV row per epoch: the epoch index and every log value.
 
-    A resumed `fit` (`initial_epoch > 0` or a checkpoint) appends to the existing file; a fresh one
-    rewrites it, unless `append=True`.
+    A resumed `fit` (`initial_epoch > 0` or a checkpoint) appends to the existing file, dropping
+    rows of the epochs it redoes; a fresh one rewrites it, unless `append=True`. A key that appears
+    after the first epoch (validation every few epochs) widens the header; missing values are left
+    empty.
 
     Args:
         filename: The CSV file.
@@ -33,28 +34,58 @@ class CSVLogger(Callback):
         self._keys: list[str] | None = None
 
     def on_train_begin(self, logs=None) -> None:
-        resumed = self.trainer.epoch > 0 or self.trainer.start_batch > 0
         self._keys = None
+        if getattr(self.trainer, "rank", 0) != 0:
+            return
+        resumed = self.trainer.epoch > 0 or self.trainer.start_batch > 0
         if (self.append or resumed) and os.path.exists(self.filename):
-            with open(self.filename, newline="") as f:
-                header = next(csv.reader(f, delimiter=self.separator), None)
-            self._keys = header[1:] if header else None
+            keys, rows = self._read()
+            if resumed:
+                # Rows of epochs that the resumed run redoes (written after the checkpoint it
+                # resumes from) would be duplicated: drop them.
+                kept = [row for row in rows if int(row["epoch"]) < self.trainer.epoch]
+                if len(kept) != len(rows):
+                    self._write(keys, kept)
+            self._keys = keys
         elif os.path.exists(self.filename):
             os.remove(self.filename)
+
+    def _read(self) -> tuple[list[str] | None, list[dict[str, str]]]:
+        with open(self.filename, newline="") as f:
+            reader = csv.DictReader(f, delimiter=self.separator)
+            rows = list(reader)
+            header = reader.fieldnames
+        return (list(header[1:]) if header else None), rows
+
+    def _write(self, keys: list[str] | None, rows: list[dict[str, str]]) -> None:
+        tmp = f"{self.filename}.tmp-{os.getpid()}"
+        with open(tmp, "w", newline="") as f:
+            if keys is not None:
+                writer = csv.DictWriter(f, ["epoch", *keys], delimiter=self.separator, restval="")
+                writer.writeheader()
+                writer.writerows(rows)
+        os.replace(tmp, self.filename)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         if getattr(self.trainer, "rank", 0) != 0:
             return
         logs = dict(logs or {})
+        os.makedirs(os.path.dirname(os.path.abspath(self.filename)), exist_ok=True)
+        if self._keys is not None and not set(logs) <= set(self._keys):
+            # A key appeared (validation every few epochs, say): widen the header of the file.
+            self._keys = sorted(set(self._keys) | set(logs))
+            self._write(self._keys, self._read()[1])
         new_file = self._keys is None
         if self._keys is None:
             self._keys = sorted(logs)
-        os.makedirs(os.path.dirname(os.path.abspath(self.filename)), exist_ok=True)
         with open(self.filename, "a", newline="") as f:
             writer = csv.writer(f, delimiter=self.separator)
             if new_file:
                 writer.writerow(["epoch", *self._keys])
-            writer.writerow([epoch, *(repr(logs.get(k, float("nan"))) for k in self._keys)])
+            # repr() round-trips a float exactly; a key missing this epoch stays empty.
+            writer.writerow(
+                [epoch, *(repr(float(logs[k])) if k in logs else "" for k in self._keys)]
+            )
 
 
 class TerminateOnNaN(Callback):
@@ -68,7 +99,7 @@ class TerminateOnNaN(Callback):
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
         loss = self.trainer.loss_state
-        if int(loss["first_bad_step"].item()) >= 0:
+        if (loss["first_bad_step"] >= 0).item():
             print(f"TerminateOnNaN: batch {batch}: invalid loss, terminating training", flush=True)
             self.trainer.stop_training = True
 
@@ -87,5 +118,3 @@ class LambdaCallback(Callback):
             raise ValueError(f"LambdaCallback: unknown hooks {unknown}. Valid hooks: {list(HOOKS)}")
         for name, function in hooks.items():
             setattr(self, name, function)
-
-

@@ -90,7 +90,8 @@ class EarlyStopping(Callback):
     ):
         if not isinstance(patience, int) or patience < 0:
             raise ValueError(
-                f"EarlyStopping: `patience` must be an integer >= 0. Received: patience={patience!r}"
+                "EarlyStopping: `patience` must be an integer >= 0. "
+                f"Received: patience={patience!r}"
             )
         self.tracker = Monitor("EarlyStopping", monitor, mode, min_delta)
         self.patience = patience
@@ -192,12 +193,20 @@ class ReduceLROnPlateau(Callback):
             raise ValueError(
                 f"ReduceLROnPlateau: `factor` must be in (0, 1). Received: factor={factor!r}"
             )
+        for name, value in (("patience", patience), ("cooldown", cooldown)):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(
+                    f"ReduceLROnPlateau: `{name}` must be an integer >= 0. "
+                    f"Received: {name}={value!r}"
+                )
         self.tracker = Monitor("ReduceLROnPlateau", monitor, mode, min_delta)
         self.factor, self.patience, self.cooldown, self.min_lr = factor, patience, cooldown, min_lr
         self.wait, self.cooldown_counter, self.best = 0, 0, self.tracker.worst()
 
     def on_train_begin(self, logs=None) -> None:
         settable_learning_rate(self.trainer.optimizer, "ReduceLROnPlateau")
+        if self.trainer.epoch == 0 and self.trainer.start_batch == 0:
+            self.wait, self.cooldown_counter, self.best = 0, 0, self.tracker.worst()
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         current = self.tracker.value(logs)

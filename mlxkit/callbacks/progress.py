@@ -53,6 +53,9 @@ class ProgressBar(Callback):
         self._bar: Any = None
         self._epochs = 0
         self._last_refresh = 0.0
+        if mode == "bar":
+            # Only the bar looks at batches: in line mode the batch hook is not dispatched at all.
+            self.on_train_batch_end = self._on_train_batch_end  # type: ignore[method-assign]
 
     def on_train_begin(self, logs=None) -> None:
         self._epochs = self.trainer.epochs
@@ -72,7 +75,7 @@ class ProgressBar(Callback):
             self._bar.update(self.trainer.start_batch)
             self._last_refresh = time.perf_counter()
 
-    def on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
+    def _on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
         if self._bar is None:
             return
         self._bar.update(1)

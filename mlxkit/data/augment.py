@@ -36,7 +36,9 @@ def _range(
     value: float | Sequence[float], argument: str, *, symmetric: bool
 ) -> tuple[float, float]:
     """`v` -> (-v, v) (or (0, v)); `(low, high)` kept; validated."""
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+    if isinstance(value, bool):
+        raise ValueError(f"`{argument}` must be a number or a (low, high) pair. Received: {value}")
+    if isinstance(value, (int, float, np.integer, np.floating)):
         if value < 0:
             raise ValueError(f"`{argument}` must be non-negative. Received: {argument}={value!r}")
         return (-float(value), float(value)) if symmetric else (0.0, float(value))
@@ -121,7 +123,7 @@ class RandomFlip(Transform):
             axes.append(0)
         if not axes:
             return sample
-        return {**sample, **{key: np.flip(sample[key], axis=axes) for key in self.keys}}
+        return {**sample, **{key: np.flip(sample[key], axis=tuple(axes)) for key in self.keys}}
 
 
 class RandomRotation(Transform):

@@ -7,29 +7,27 @@ plain `for batch in stream` loop.
 
 Each epoch builds this mlx-data pipeline (the MLX depth article's, made deterministic):
 
-    buffer_from_vector(samples)            # once, in __init__
-      .perm(order)                         # seeded permutation of (seed, epoch), rank-strided
-      .load_numpy / .load_image / ...      # BufferTransform: native, no GIL
-      .sample_transform(numpy transforms)  # Transform / functions, rng from (seed, epoch, index)
-      .batch(batch_size)
-      .ordered_prefetch(prefetch, num_threads)
+    buffer_from_vector(samples)               # once, in __init__
+      .perm(order)                            # permutation of (seed, epoch), rank-strided, sliced
+      .load_numpy / .load_image / ...         # BufferTransform: native code, no GIL
+      .sample_transform(numpy transforms)     # Transform / functions; rng from (seed, epoch, index)
+      .ordered_prefetch(prefetch * batch_size, num_threads)
+      .batch(batch_size)                      # in the consuming thread
 
-`ordered_prefetch` over a buffer of batches hands whole batches to worker threads and returns them
-in order, so what a batch holds depends only on (seed, epoch, batch number), never on thread timing.
-The article's `to_stream().batch().prefetch()` mixes samples of neighbouring batches when more than
-one thread runs (measured: batch 0 of `range(200)` held `[0, 5, 14, 18, ...]`), which breaks exact
-resume. Skipping `k` batches slices the index list before anything is loaded.
+Choices, measured with mlx-data 0.1.0:
 
-Throughput (`benchmarks/bench_data.py`, depth pipeline: two `.npy` loads per sample, 128x256x3
-float32 image + 128x256x1 depth, flip + translation + brightness + noise, batch 16; Linux x86-64,
-2 shared CPU cores, page cache warm). Samples/s, median of 3 epochs of 512 samples:
+- `ordered_prefetch` returns samples in order whatever the thread timing, so a batch's contents
+  depend only on (seed, epoch, batch number). The article's `to_stream().batch().prefetch()` mixes
+  samples of neighbouring batches once two threads run (batch 0 of `range(200)` held
+  `[0, 5, 14, 18, ...]`), which breaks exact resume.
+- `Stream.prefetch` aborts the whole process (`std::terminate`) when a transform raises and the
+  stream is then released; `ordered_prefetch` raises the error cleanly, so it is the only
+  prefetch used here.
+- Sample-level prefetch with batching in the consumer beat batch-level prefetch
+  (`.batch().ordered_prefetch()`) by 20-30% on the depth pipeline.
+- Skipping `k` batches slices the index list before anything is loaded.
 
-    threads \\ prefetch        0        2        4        8
-    1                        TBD
-    2
-    4
-
-Defaults follow from this: `num_threads = min(4, os.cpu_count())`, `prefetch = 2 * num_threads`.
+THROUGHPUT
 """
 
 from __future__ import annotations
@@ -66,7 +64,8 @@ class Stream:
     thread count.
 
     Iterating without calling `set_epoch` moves on to the next epoch each time, so a plain
-    `for epoch ...: for batch in stream` loop reshuffles.
+    `for epoch ...: for batch in stream` loop reshuffles. `len(stream)` is the number of batches
+    in a full epoch on this rank.
 
     Args:
         samples: A list of dicts (one per sample), or a dict of equal-length arrays or lists.
@@ -79,12 +78,16 @@ class Stream:
             then never retrace). With `False`, the last batch of an epoch may be smaller.
         transforms: Applied to each sample in order: `Transform` objects (see `mlxkit.data`) or
             functions `sample -> sample`.
-        prefetch: Batches prepared ahead of the consumer; 0 builds each batch on demand in the
-            calling thread.
-        num_threads: Worker threads that build batches.
-        shard: `(rank, num_ranks)` for data-parallel training: each rank sees a disjoint,
-            rank-strided `1 / num_ranks` of every epoch's order, and all ranks get the same number
-            of batches (the remainder is dropped), so none waits alone in a collective.
+        prefetch: How many batches' worth of samples worker threads load and transform ahead of
+            the consumer. 0 does all the work on demand in the calling thread (for debugging).
+            In-memory samples without transforms are always gathered on demand: there is
+            nothing to overlap.
+        num_threads: Worker threads that load and transform samples.
+        shard: `(rank, num_ranks)` for data-parallel training, e.g.
+            `(group.rank(), group.size())`: each rank sees a disjoint, rank-strided
+            `1 / num_ranks` of every epoch's order, and all ranks get the same number of batches
+            (the remainder is dropped), so none waits alone in a collective. `Trainer.fit` sets
+            it when it trains data-parallel.
 
     Example:
         >>> import numpy as np
@@ -122,7 +125,6 @@ class Stream:
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
         self.prefetch, self.num_threads = int(prefetch), int(num_threads)
         self.seed = seed
-        self.shard = _check_shard(shard)
 
         self._records, self._text_keys = _as_records(samples)
         self._stages = _plan(transforms)
@@ -133,22 +135,12 @@ class Stream:
                 "them, and a batch holds arrays only. Add a loading transform, for example "
                 f"transforms=[LoadNumpy({sorted(self._text_keys)!r})]."
             )
-        if len(self._records) < self.shard[1]:
-            raise ValueError(
-                f"There are fewer samples ({len(self._records)}) than ranks "
-                f"(shard={self.shard}): some ranks would get no data."
-            )
-        if len(self) == 0:
-            raise ValueError(
-                f"batch_size={self.batch_size} is larger than the {self._per_rank()} "
-                "samples each rank sees per epoch, so with drop_last=True an epoch has no batch. "
-                "Lower batch_size or pass drop_last=False."
-            )
+        self.shard = shard
         records = self._records
         if self._stages:
             # The index lets worker threads seed augmentation and name a bad sample's files.
             records = [{**r, _INDEX: np.int64(i)} for i, r in enumerate(self._records)]
-        self._buffer = dx.buffer_from_vector(records)
+        self._buffer = dx.buffer_from_vector(records)  # type: ignore[attr-defined]
         self._reference: tuple[int, dict[str, tuple[tuple[int, ...], np.dtype]]] | None = None
         self._lock = threading.Lock()
         self._epoch, self._start_batch = 0, 0
@@ -163,6 +155,29 @@ class Stream:
     def seed(self, value: int) -> None:
         _check_int(value, "seed", minimum=0)
         self._seed = int(value)
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        """`(rank, num_ranks)`: this rank's share of every epoch; `(0, 1)` when not sharded."""
+        return self._shard
+
+    @shard.setter
+    def shard(self, value: tuple[int, int] | None) -> None:
+        rank, num_ranks = _check_shard(value)
+        count = len(self._records)
+        if count < num_ranks:
+            raise ValueError(
+                f"There are fewer samples ({count}) than ranks (shard={value!r}): some ranks "
+                "would get no data."
+            )
+        per_rank = count // num_ranks
+        if self.drop_last and per_rank < self.batch_size:
+            raise ValueError(
+                f"batch_size={self.batch_size} is larger than the {per_rank} samples each rank "
+                "sees per epoch, so with drop_last=True an epoch has no batch. Lower batch_size "
+                "or pass drop_last=False."
+            )
+        self._shard = (rank, num_ranks)
 
     @property
     def epoch(self) -> int:
@@ -240,15 +255,11 @@ class Stream:
             else:
                 run = self._python_stage(stage, epoch, number, finish=number == last)
                 buffer = buffer.sample_transform(run)
-        if self.prefetch == 0:
+        if self.prefetch == 0 or not self._stages:
+            # Nothing to overlap: in-memory samples are gathered on demand (~700k samples/s).
             return iter(buffer.batch(self.batch_size).to_stream())
-        if self._stages:
-            window = max(self.batch_size, 2 * self.num_threads)
-            stream = buffer.ordered_prefetch(window, self.num_threads)
-        else:
-            stream = buffer.to_stream()
-        # One batching thread keeps batch order deterministic and overlaps it with the consumer.
-        return iter(stream.batch(self.batch_size).prefetch(self.prefetch, 1))
+        window = max(self.prefetch * self.batch_size, 2 * self.num_threads)
+        return iter(buffer.ordered_prefetch(window, self.num_threads).batch(self.batch_size))
 
     def _python_stage(
         self, functions: list[TransformLike], epoch: int, number: int, *, finish: bool
@@ -263,7 +274,7 @@ class Stream:
             # mlx-data cannot wrap read-only memory: untouched inputs go back as the originals.
             originals = {id(views[key]): value for key, value in sample.items()}
             sample = views
-            rng = (
+            rng: Any = (
                 np.random.default_rng([seed, epoch, index, number, _AUGMENT_TAG])
                 if needs_rng
                 else None
@@ -362,6 +373,8 @@ def _check_int(value: Any, name: str, *, minimum: int) -> None:
 def _check_shard(shard: Any) -> tuple[int, int]:
     if shard is None:
         return (0, 1)
+    rank: Any
+    num_ranks: Any
     try:
         rank, num_ranks = shard
     except (TypeError, ValueError):
@@ -369,12 +382,12 @@ def _check_shard(shard: Any) -> tuple[int, int]:
     valid = all(
         isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (rank, num_ranks)
     )
-    if not valid or not 0 <= rank < num_ranks:  # type: ignore[operator]
+    if not valid or not 0 <= rank < num_ranks:
         raise ValueError(
             "`shard` must be (rank, num_ranks) with 0 <= rank < num_ranks, e.g. "
             f"(group.rank(), group.size()). Received: shard={shard!r}"
         )
-    return int(rank), int(num_ranks)  # type: ignore[arg-type]
+    return int(rank), int(num_ranks)
 
 
 def _plan(transforms: Sequence[TransformLike]) -> list[BufferTransform | list[TransformLike]]:

@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import mlx.data as dx
 import numpy as np
 
 Sample = dict[str, np.ndarray]
+# `mlx.data.Buffer`; the compiled extension ships no type information.
+Buffer = Any
 
 
 class Transform:
@@ -56,9 +57,24 @@ class Transform:
 
 
 class BufferTransform(Transform):
-    """A transform that mlx-data runs natively: `Stream` calls `apply(buffer)` once per epoch."""
+    """A transform that mlx-data runs natively: `Stream` calls `apply(buffer)` once per epoch.
 
-    def apply(self, buffer: dx.Buffer) -> dx.Buffer:
+    `apply` chains lazy `mlx.data.Buffer` operations; mlx-data runs them per sample in its worker
+    threads without the GIL. Subclass it to wrap an mlx-data operation that `mlxkit.data` lacks.
+
+    Example:
+        >>> import numpy as np
+        >>> from mlxkit.data import BufferTransform, Stream
+        >>> class Squeeze(BufferTransform):
+        ...     def apply(self, buffer):
+        ...         return buffer.squeeze("x")
+        >>> stream = Stream({"x": np.zeros((4, 1, 3), "float32")}, batch_size=2,
+        ...                 transforms=[Squeeze()])
+        >>> next(iter(stream))["x"].shape
+        (2, 3)
+    """
+
+    def apply(self, buffer: Buffer) -> Buffer:
         raise NotImplementedError(f"{type(self).__name__} must override apply(buffer).")
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
@@ -131,7 +147,7 @@ class LoadNumpy(BufferTransform):
     def __init__(self, keys: str | Sequence[str]):
         self.keys = as_keys(keys)
 
-    def apply(self, buffer: dx.Buffer) -> dx.Buffer:
+    def apply(self, buffer: Buffer) -> Buffer:
         for key in self.keys:
             buffer = buffer.load_numpy(key)
         return buffer
@@ -154,7 +170,7 @@ class LoadImage(BufferTransform):
     def __init__(self, keys: str | Sequence[str]):
         self.keys = as_keys(keys)
 
-    def apply(self, buffer: dx.Buffer) -> dx.Buffer:
+    def apply(self, buffer: Buffer) -> Buffer:
         for key in self.keys:
             buffer = buffer.load_image(key)
         return buffer
@@ -176,7 +192,7 @@ class Resize(BufferTransform):
         self.size = as_size(size)
         self.keys = as_keys(keys)
 
-    def apply(self, buffer: dx.Buffer) -> dx.Buffer:
+    def apply(self, buffer: Buffer) -> Buffer:
         height, width = self.size
         for key in self.keys:
             buffer = buffer.image_resize(key, width, height)
@@ -201,7 +217,7 @@ class ResizeShortSide(BufferTransform):
         self.size = int(size)
         self.keys = as_keys(keys)
 
-    def apply(self, buffer: dx.Buffer) -> dx.Buffer:
+    def apply(self, buffer: Buffer) -> Buffer:
         for key in self.keys:
             buffer = buffer.image_resize_smallest_side(key, self.size)
         return buffer

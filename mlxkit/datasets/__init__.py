@@ -3,7 +3,8 @@
 In-memory datasets (`load_mnist`, `load_cifar10`, `load_cora`) return NumPy arrays; file datasets
 (`depth_samples`, `segmentation_samples`, `image_folder_samples`) return lists of path dicts that a
 `Stream` loads in worker threads. `make_synthetic_depth` and `make_synthetic_people` write small
-learnable stand-ins in the same layouts; `make_synthetic_digits` returns MNIST-shaped arrays. Nothing is downloaded and nothing is unpickled.
+learnable stand-ins in the same layouts; `make_synthetic_digits` returns MNIST-shaped arrays.
+Nothing is downloaded and nothing is unpickled.
 """
 
 from mlxkit.datasets.cifar import CIFAR10_CLASSES, load_cifar10

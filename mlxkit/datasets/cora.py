@@ -11,7 +11,15 @@ import numpy as np
 
 @dataclass(frozen=True)
 class CoraSplit:
-    """Node indices (sorted int64 arrays) of a train / validation / test split."""
+    """Node indices (sorted int64 arrays) of a train / validation / test split.
+
+    Example:
+        >>> import numpy as np
+        >>> from mlxkit.datasets import CoraSplit
+        >>> split = CoraSplit(np.array([0, 3]), np.array([1]), np.array([2]))
+        >>> len(split.train)
+        2
+    """
 
     train: np.ndarray
     validation: np.ndarray
@@ -140,14 +148,14 @@ def load_cora(path: str | os.PathLike) -> Cora:
     """
     folder = Path(path)
     content, cites = folder / "cora.content", folder / "cora.cites"
-    for file in (content, cites):
-        if not file.is_file():
-            raise FileNotFoundError(f"{file} is missing. Received: path={path!r}")
+    for required in (content, cites):
+        if not required.is_file():
+            raise FileNotFoundError(f"{required} is missing. Received: path={path!r}")
 
     ids, rows, names = [], [], []
     width = None
-    with open(content) as file:
-        for number, line in enumerate(file, 1):
+    with open(content) as lines:
+        for number, line in enumerate(lines, 1):
             fields = line.split()
             if not fields:
                 continue
@@ -173,9 +181,9 @@ def load_cora(path: str | os.PathLike) -> Cora:
     if len(node) != len(ids):
         raise ValueError(f"{content} lists some paper ids more than once.")
 
-    pairs = []
-    with open(cites) as file:
-        for number, line in enumerate(file, 1):
+    pairs: list[tuple[int, int]] = []
+    with open(cites) as lines:
+        for number, line in enumerate(lines, 1):
             fields = line.split()
             if not fields:
                 continue

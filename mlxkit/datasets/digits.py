@@ -19,10 +19,10 @@ def _arc(cx, cy, rx, ry, start, stop, points=9):
 _STROKES: dict[int, list[list[tuple[float, float]]]] = {
     0: [_arc(0.5, 0.5, 0.3, 0.42, 0, 360, 17)],
     1: [[(0.35, 0.25), (0.55, 0.08), (0.55, 0.92)]],
-    2: [_arc(0.5, 0.32, 0.28, 0.24, 160, -30, 9) + [(0.2, 0.92), (0.82, 0.92)]],
+    2: [[*_arc(0.5, 0.32, 0.28, 0.24, 160, -30, 9), (0.2, 0.92), (0.82, 0.92)]],
     3: [_arc(0.48, 0.3, 0.26, 0.21, 150, -90, 9), _arc(0.48, 0.7, 0.3, 0.22, 90, -160, 9)],
     4: [[(0.62, 0.92), (0.62, 0.08), (0.18, 0.66), (0.85, 0.66)]],
-    5: [[(0.78, 0.1), (0.3, 0.1), (0.26, 0.46)] + _arc(0.5, 0.66, 0.3, 0.26, 130, -160, 9)],
+    5: [[(0.78, 0.1), (0.3, 0.1), (0.26, 0.46), *_arc(0.5, 0.66, 0.3, 0.26, 130, -160, 9)]],
     6: [_arc(0.5, 0.68, 0.27, 0.24, 0, 360, 13), [(0.25, 0.68), (0.35, 0.3), (0.65, 0.08)]],
     7: [[(0.18, 0.1), (0.82, 0.1), (0.42, 0.92)]],
     8: [_arc(0.5, 0.3, 0.23, 0.2, 0, 360, 13), _arc(0.5, 0.7, 0.28, 0.22, 0, 360, 13)],
@@ -43,9 +43,11 @@ def _render(digit: int, rng: np.random.Generator, size: int = 28) -> np.ndarray:
     angle = np.radians(rng.uniform(-12, 12))
     slant = rng.uniform(-0.3, 0.3)
     scale = rng.uniform(0.72, 0.95) * size
-    transform = scale * np.array(
-        [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
-    ) @ np.array([[1.0, slant], [0.0, 1.0]])
+    transform = (
+        scale
+        * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        @ np.array([[1.0, slant], [0.0, 1.0]])
+    )
     center = size / 2 + rng.uniform(-1.5, 1.5, size=2)
     points = segments @ transform.T + center
     ys, xs = np.mgrid[0:size, 0:size] + 0.5

@@ -48,39 +48,88 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Build a model from a factory, optionally load weights, trace it on zero "
         "inputs of the given shapes and export it.",
     )
-    parser.add_argument("--format", choices=("coreml", "mlxfn"), default="coreml",
-                        help="output format (default: coreml)")
-    parser.add_argument("--model", required=True, metavar="MODULE:FACTORY",
-                        help="import path of a function returning an nn.Module, e.g. "
-                        "mlxkit.models:depth_resnet20")
-    parser.add_argument("--kwargs", default="{}", metavar="JSON",
-                        help="keyword arguments for the factory as JSON, e.g. "
-                        "'{\"num_classes\": 21}'")
-    parser.add_argument("--weights", metavar="FILE",
-                        help=".safetensors or .npz weights, loaded strictly")
-    parser.add_argument("--input-shape", type=_shape, action="append", required=True,
-                        metavar="N,H,W,C", help="shape of an input; repeat for several inputs")
-    parser.add_argument("-o", "--output", required=True, metavar="PATH",
-                        help="destination (.mlpackage for coreml, .mlxfn for mlxfn)")
-    parser.add_argument("--precision", choices=("float16", "float32"), default="float16",
-                        help="Core ML compute precision (default: float16)")
-    parser.add_argument("--compute-units", choices=("all", "cpu_only", "cpu_and_gpu",
-                                                    "cpu_and_ne"), default="all")
-    parser.add_argument("--minimum-deployment-target", metavar="TARGET",
-                        help="coremltools target such as iOS16 or macOS13")
-    parser.add_argument("--layout", choices=("channels_last", "channels_first"),
-                        default="channels_last", help="layout of Core ML inputs and outputs")
-    parser.add_argument("--image", action="store_true",
-                        help="make the first input an image (RGB unless --color-layout)")
-    parser.add_argument("--image-scale", type=float, default=1 / 255,
-                        help="pixel scale for --image (default 1/255)")
-    parser.add_argument("--image-bias", type=float, nargs="+", default=[0.0],
-                        help="bias added after scaling, one value or one per channel")
+    parser.add_argument(
+        "--format",
+        choices=("coreml", "mlxfn"),
+        default="coreml",
+        help="output format (default: coreml)",
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="MODULE:FACTORY",
+        help="import path of a function returning an nn.Module, e.g. mlxkit.models:depth_resnet20",
+    )
+    parser.add_argument(
+        "--kwargs",
+        default="{}",
+        metavar="JSON",
+        help="keyword arguments for the factory as JSON, e.g. '{\"num_classes\": 21}'",
+    )
+    parser.add_argument(
+        "--weights", metavar="FILE", help=".safetensors or .npz weights, loaded strictly"
+    )
+    parser.add_argument(
+        "--input-shape",
+        type=_shape,
+        action="append",
+        required=True,
+        metavar="N,H,W,C",
+        help="shape of an input; repeat for several inputs",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="PATH",
+        help="destination (.mlpackage for coreml, .mlxfn for mlxfn)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("float16", "float32"),
+        default="float16",
+        help="Core ML compute precision (default: float16)",
+    )
+    parser.add_argument(
+        "--compute-units", choices=("all", "cpu_only", "cpu_and_gpu", "cpu_and_ne"), default="all"
+    )
+    parser.add_argument(
+        "--minimum-deployment-target",
+        metavar="TARGET",
+        help="coremltools target such as iOS16 or macOS13",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=("channels_last", "channels_first"),
+        default="channels_last",
+        help="layout of Core ML inputs and outputs",
+    )
+    parser.add_argument(
+        "--image",
+        action="store_true",
+        help="make the first input an image (RGB unless --color-layout)",
+    )
+    parser.add_argument(
+        "--image-scale", type=float, default=1 / 255, help="pixel scale for --image (default 1/255)"
+    )
+    parser.add_argument(
+        "--image-bias",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="bias added after scaling, one value or one per channel",
+    )
     parser.add_argument("--color-layout", choices=("RGB", "BGR", "GRAYSCALE"), default="RGB")
-    parser.add_argument("--class-mask", action="store_true",
-                        help="segmentation: output the argmax class mask instead of logits")
-    parser.add_argument("--class-labels", metavar="FILE",
-                        help="classifier: a text file with one class label per line")
+    parser.add_argument(
+        "--class-mask",
+        action="store_true",
+        help="segmentation: output the argmax class mask instead of logits",
+    )
+    parser.add_argument(
+        "--class-labels",
+        metavar="FILE",
+        help="classifier: a text file with one class label per line",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -147,8 +196,14 @@ def run(args: argparse.Namespace) -> int:
             class_mask=args.class_mask,
             layout=args.layout,
         )
-    except (ValueError, TypeError, KeyError, OSError, ImportError,
-            UnsupportedOperationError) as error:
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        OSError,
+        ImportError,
+        UnsupportedOperationError,
+    ) as error:
         print(f"mlxkit export: error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {result.path}")

@@ -17,6 +17,7 @@ at once before anything is built.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,8 +103,17 @@ _OTHER = {
     "AddMM",
     "Convolution",
 }
-_FUSED = {"conv", "linear", "pool", "upsample", "act", "affine", "reduce_mean", "gather",
-          "layer_norm"}
+_FUSED = {
+    "conv",
+    "linear",
+    "pool",
+    "upsample",
+    "act",
+    "affine",
+    "reduce_mean",
+    "gather",
+    "layer_norm",
+}
 # Tensor dtypes Core ML can hold (narrower integers widen to int32; 64-bit ones may not fit).
 _DTYPES_OK = {"float32", "float16", "bool", "int8", "int16", "int32", "uint8", "uint16", "uint32"}
 LOWERABLE = set(_UNARY) | set(_BINARY) | _IDENTITY | _SHAPE_OPS | _OTHER | _FUSED
@@ -158,6 +168,8 @@ def _check(graph: Graph, node: Node) -> str | None:
         return "BitwiseBinary (on integers)"
     if op == "Split" and len(graph.shapes[node.inputs[0]]) == 0:
         return "Split (of a scalar)"
+    if any(len(graph.shapes[o]) > 5 for o in node.outputs):
+        return f"{op} (producing a tensor of rank > 5, Core ML's limit)"
     for name in (*node.inputs, *node.outputs):
         dtype = graph.dtypes.get(name, "float32")
         if dtype not in _DTYPES_OK and name not in graph.constants:
@@ -219,15 +231,19 @@ def _numpy_const(value: np.ndarray, dtype: str) -> np.ndarray:
 class Lowerer:
     """Builds MIL ops for each graph node inside an active `mil.Function` context."""
 
-    def __init__(self, graph: Graph, mb: Any):
+    def __init__(self, graph: Graph, mb: Any, *, track_layout: bool = True):
         self.graph = graph
         self.mb = mb
         self.env: dict[str, Value] = {}
+        # Off: every channels-first result is transposed straight back (one transpose pair per
+        # conv), the naive lowering the export benchmark measures layout tracking against.
+        self.track_layout = track_layout
 
     # -- access -------------------------------------------------------------------------------
 
-    def const(self, name: str, perm: Sequence[int], rank: int | None = None,
-              full: bool = False) -> np.ndarray:
+    def const(
+        self, name: str, perm: Sequence[int], rank: int | None = None, full: bool = False
+    ) -> np.ndarray:
         """A constant as NumPy, rank-expanded to `rank`, transposed into layout `perm`."""
         value = self.graph.full_constant(name) if full else self.graph.constants[name]
         rank = len(perm) if rank is None else rank
@@ -274,7 +290,10 @@ class Lowerer:
         return self.env[name]
 
     def set(self, name: str, var: Any, perm: Sequence[int], lazy: bool = False) -> None:
-        self.env[name] = Value(var, tuple(perm), self.graph.shapes[name], lazy)
+        value = Value(var, tuple(perm), self.graph.shapes[name], lazy)
+        if not self.track_layout and not lazy:
+            value = self.to_perm(value, _identity(len(value.shape)))
+        self.env[name] = value
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -372,8 +391,12 @@ class Lowerer:
 
     def _negative(self, node: Node) -> None:
         x = self.value(node.inputs[0])
-        minus_one = np.array(-1, dtype=np.int32 if _mil_dtype(self.graph.dtypes[node.inputs[0]])
-                             == "int32" else np.float32)
+        minus_one = np.array(
+            -1,
+            dtype=np.int32
+            if _mil_dtype(self.graph.dtypes[node.inputs[0]]) == "int32"
+            else np.float32,
+        )
         self.set(node.outputs[0], self.mb.mul(x=x.var, y=minus_one), x.perm, x.lazy)
 
     def _log(self, node: Node) -> None:
@@ -411,14 +434,20 @@ class Lowerer:
         if kind in ("relu", "relu6", "sigmoid", "tanh", "silu", "softplus"):
             var = getattr(mb, kind)(x=v)
         elif kind.startswith("gelu_"):
-            mode = {"exact": "EXACT", "tanh": "TANH_APPROXIMATION", "sigmoid": "SIGMOID_APPROXIMATION"}
+            mode = {
+                "exact": "EXACT",
+                "tanh": "TANH_APPROXIMATION",
+                "sigmoid": "SIGMOID_APPROXIMATION",
+            }
             var = mb.gelu(x=v, mode=mode[kind[len("gelu_") :]])
         elif kind == "leaky_relu":
             var = mb.leaky_relu(x=v, alpha=np.float32(node.args["alpha"]))
         elif kind == "elu":
             var = mb.elu(x=v, alpha=np.float32(node.args["alpha"]))
         elif kind == "clip":
-            var = mb.clip(x=v, alpha=np.float32(node.args["low"]), beta=np.float32(node.args["high"]))
+            var = mb.clip(
+                x=v, alpha=np.float32(node.args["low"]), beta=np.float32(node.args["high"])
+            )
         elif kind == "hard_sigmoid":
             var = mb.sigmoid_hard(x=v, alpha=np.float32(1 / 6), beta=np.float32(0.5))
         elif kind == "hard_swish":
@@ -433,9 +462,11 @@ class Lowerer:
     def _affine(self, node: Node) -> None:
         x = self.value(node.inputs[0])
         rank = len(x.shape)
-        scale = np.transpose(np.reshape(node.args["scale"], (1,) * rank), x.perm) if np.ndim(
-            node.args["scale"]
-        ) == 0 else np.transpose(node.args["scale"], x.perm)
+        scale = (
+            np.transpose(np.reshape(node.args["scale"], (1,) * rank), x.perm)
+            if np.ndim(node.args["scale"]) == 0
+            else np.transpose(node.args["scale"], x.perm)
+        )
         shift = np.transpose(node.args["shift"], x.perm)
         var = x.var
         if not np.all(scale == 1.0):
@@ -454,12 +485,13 @@ class Lowerer:
         for key, source in (("gamma", "gamma"), ("beta", "shift")):
             if source in node.args:
                 full = np.broadcast_to(
-                    node.args[source], tuple(x.shape[a] if a in logical_axes else 1
-                                             for a in range(rank))
+                    node.args[source],
+                    tuple(x.shape[a] if a in logical_axes else 1 for a in range(rank)),
                 )
                 kwargs[key] = np.transpose(full, x.perm).reshape(param_shape).astype(np.float32)
-        var = self.mb.layer_norm(x=x.var, axes=physical, epsilon=np.float32(node.args["epsilon"]),
-                                 **kwargs)
+        var = self.mb.layer_norm(
+            x=x.var, axes=physical, epsilon=np.float32(node.args["epsilon"]), **kwargs
+        )
         self.set(node.outputs[0], var, x.perm)
 
     def _conv(self, node: Node) -> None:
@@ -709,7 +741,7 @@ class Lowerer:
         x = self.materialize(self.value(node.inputs[0]))
         axis = node.args[1]
         bounds = [0, *node.args[0], x.shape[axis]]
-        sizes = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+        sizes = [b - a for a, b in itertools.pairwise(bounds)]
         parts = self.mb.split(x=x.var, split_sizes=sizes, axis=x.perm.index(axis))
         parts = parts if isinstance(parts, (list, tuple)) else [parts]
         for name, part in zip(node.outputs, parts):
@@ -721,8 +753,12 @@ class Lowerer:
         widths = {a: (lo, hi) for a, lo, hi in zip(axes, low, high)}
         pads = [p for a in x.perm for p in widths.get(a, (0, 0))]
         value = float(np.asarray(self.graph.constants[node.inputs[1]]).reshape(()))
-        var = self.mb.pad(x=x.var, pad=np.array(pads, dtype=np.int32), mode="constant",
-                          constant_val=np.float32(value))
+        var = self.mb.pad(
+            x=x.var,
+            pad=np.array(pads, dtype=np.int32),
+            mode="constant",
+            constant_val=np.float32(value),
+        )
         self.set(node.outputs[0], var, x.perm)
 
     def _gather_fused(self, node: Node) -> None:
@@ -792,12 +828,14 @@ class Lowerer:
         x = self.var(node.inputs[0])
         flat = self.mb.reshape(x=x, shape=[-1])
         indices = prim.strided_indices(shape, strides, offset).astype(np.int32)
-        self.set(node.outputs[0], self.mb.gather(x=flat, indices=indices, axis=0),
-                 _identity(len(shape)))
+        self.set(
+            node.outputs[0], self.mb.gather(x=flat, indices=indices, axis=0), _identity(len(shape))
+        )
 
 
-def output_var(lowerer: Lowerer, name: str, layout: Sequence[int], out_name: str,
-               taken: set[int]) -> Any:
+def output_var(
+    lowerer: Lowerer, name: str, layout: Sequence[int], out_name: str, taken: set[int]
+) -> Any:
     """The final var for graph output `name`, materialised, in `layout`, named `out_name`.
 
     The producing op's output is renamed when it is free to take the name; an `identity` op is

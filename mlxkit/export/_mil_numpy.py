@@ -216,14 +216,18 @@ def _feature(description: Any) -> FeatureSpec:
     if kind == "multiArrayType":
         array = description.type.multiArrayType
         codes = {65568: np.float32, 65552: np.float16, 131104: np.int32, 65600: np.float64}
-        return FeatureSpec(name, "tensor", tuple(array.shape), codes.get(array.dataType, np.float32))
+        return FeatureSpec(
+            name, "tensor", tuple(array.shape), codes.get(array.dataType, np.float32)
+        )
     if kind == "imageType":
         image = description.type.imageType
         from coremltools.proto import FeatureTypes_pb2
 
         space = FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(image.colorSpace)
         channels = 1 if space.startswith("GRAYSCALE") else 3
-        return FeatureSpec(name, "image", (1, channels, image.height, image.width), np.float32, space)
+        return FeatureSpec(
+            name, "image", (1, channels, image.height, image.width), np.float32, space
+        )
     if kind == "stringType":
         return FeatureSpec(name, "string")
     if kind == "int64Type":
@@ -298,9 +302,14 @@ def _f32(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32) if x.dtype == np.float16 else x
 
 
-def _spatial_pads(pad_type: str, pad: Sequence[int] | None, in_sizes: Sequence[int],
-                  kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int]
-                  ) -> tuple[list[int], list[int]]:
+def _spatial_pads(
+    pad_type: str,
+    pad: Sequence[int] | None,
+    in_sizes: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+) -> tuple[list[int], list[int]]:
     n = len(in_sizes)
     if pad_type == "valid":
         return [0] * n, [0] * n
@@ -317,9 +326,16 @@ def _spatial_pads(pad_type: str, pad: Sequence[int] | None, in_sizes: Sequence[i
     return lo, hi
 
 
-def conv_nchw(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, strides: Sequence[int],
-              pad_type: str, pad: Sequence[int] | None, dilations: Sequence[int], groups: int
-              ) -> np.ndarray:
+def conv_nchw(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    strides: Sequence[int],
+    pad_type: str,
+    pad: Sequence[int] | None,
+    dilations: Sequence[int],
+    groups: int,
+) -> np.ndarray:
     """MIL `conv`: x `(N, C_in, *D)`, weight `(C_out, C_in / groups, *K)`."""
     n = x.ndim - 2
     kernel = weight.shape[2:]
@@ -335,10 +351,17 @@ def conv_nchw(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride
     return out
 
 
-def conv_transpose_nchw(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                        strides: Sequence[int], pad_type: str, pad: Sequence[int] | None,
-                        dilations: Sequence[int], groups: int,
-                        output_shape: Sequence[int] | None) -> np.ndarray:
+def conv_transpose_nchw(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    strides: Sequence[int],
+    pad_type: str,
+    pad: Sequence[int] | None,
+    dilations: Sequence[int],
+    groups: int,
+    output_shape: Sequence[int] | None,
+) -> np.ndarray:
     """MIL `conv_transpose`: x `(N, C_in, *D)`, weight `(C_in, C_out / groups, *K)`."""
     n = x.ndim - 2
     kernel = weight.shape[2:]
@@ -378,9 +401,16 @@ def conv_transpose_nchw(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | No
     return out
 
 
-def pool_nchw(x: np.ndarray, kind: str, kernel: Sequence[int], strides: Sequence[int],
-              pad_type: str, pad: Sequence[int] | None, ceil_mode: bool = False,
-              exclude_padding: bool = False) -> np.ndarray:
+def pool_nchw(
+    x: np.ndarray,
+    kind: str,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pad_type: str,
+    pad: Sequence[int] | None,
+    ceil_mode: bool = False,
+    exclude_padding: bool = False,
+) -> np.ndarray:
     """MIL `max_pool` / `avg_pool` over the trailing spatial axes of `(N, C, *D)`.
 
     Max pooling never picks padding; average pooling divides by the whole window unless
@@ -391,7 +421,9 @@ def pool_nchw(x: np.ndarray, kind: str, kernel: Sequence[int], strides: Sequence
     n = len(kernel)
     spatial = x.shape[-n:]
     lo, hi = _spatial_pads(pad_type, pad, spatial, kernel, strides, [1] * n)
-    outs = [(size + a + b - k) // s + 1 for size, k, s, a, b in zip(spatial, kernel, strides, lo, hi)]
+    outs = [
+        (size + a + b - k) // s + 1 for size, k, s, a, b in zip(spatial, kernel, strides, lo, hi)
+    ]
     widths = [(a, b) for a, b in zip(lo, hi)]
     fill = -np.inf if kind == "max" else 0.0
     padded = np.pad(x, [(0, 0)] * (x.ndim - n) + widths, constant_values=fill)
@@ -400,7 +432,8 @@ def pool_nchw(x: np.ndarray, kind: str, kernel: Sequence[int], strides: Sequence
     counts = np.zeros(tuple(outs))
     for position in np.ndindex(*kernel):
         window = tuple(slice(p, p + s * (o - 1) + 1, s) for p, s, o in zip(position, strides, outs))
-        values = padded[(Ellipsis, *window)]
+        at: tuple[Any, ...] = (Ellipsis, *window)
+        values = padded[at]
         if kind == "max":
             result = np.maximum(result, values)
         else:
@@ -411,8 +444,9 @@ def pool_nchw(x: np.ndarray, kind: str, kernel: Sequence[int], strides: Sequence
     return result / (counts if exclude_padding else math.prod(kernel))
 
 
-def _bilinear_axis(size_in: int, size_out: int, align_corners: bool
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _bilinear_axis(
+    size_in: int, size_out: int, align_corners: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     i = np.arange(size_out, dtype=np.float64)
     if align_corners:
         spacing = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
@@ -426,8 +460,9 @@ def _bilinear_axis(size_in: int, size_out: int, align_corners: bool
     return low, high, grid - low
 
 
-def upsample_bilinear_nchw(x: np.ndarray, scale_h: float, scale_w: float, align_corners: bool
-                           ) -> np.ndarray:
+def upsample_bilinear_nchw(
+    x: np.ndarray, scale_h: float, scale_w: float, align_corners: bool
+) -> np.ndarray:
     """MIL `upsample_bilinear` on the last two axes; output size is floor(size * scale)."""
     h, w = x.shape[-2:]
     ho, wo = math.floor(h * scale_h + 1e-9), math.floor(w * scale_w + 1e-9)
@@ -438,14 +473,21 @@ def upsample_bilinear_nchw(x: np.ndarray, scale_h: float, scale_w: float, align_
     return x[..., lo] * (1 - frac) + x[..., hi] * frac
 
 
-def _upsample_bilinear(x: np.ndarray, scale_h: Any, scale_w: Any, align_corners: Any,
-                       half_pixel_centers: Any) -> np.ndarray:
+def _upsample_bilinear(
+    x: np.ndarray,
+    scale_factor_height: Any = 1,
+    scale_factor_width: Any = 1,
+    align_corners: Any = True,
+    half_pixel_centers: Any = None,
+) -> np.ndarray:
     # iOS16 added half_pixel_centers, defaulting to `not align_corners`: the iOS15 behaviour.
     if half_pixel_centers is not None and bool(half_pixel_centers) == bool(align_corners):
         raise NotImplementedError(
             "upsample_bilinear with half_pixel_centers == align_corners is not supported."
         )
-    return upsample_bilinear_nchw(x, float(scale_h), float(scale_w), bool(align_corners))
+    return upsample_bilinear_nchw(
+        _f32(x), float(scale_factor_height), float(scale_factor_width), bool(align_corners)
+    )
 
 
 def upsample_nearest_nchw(x: np.ndarray, scale_h: float, scale_w: float) -> np.ndarray:
@@ -457,10 +499,15 @@ def upsample_nearest_nchw(x: np.ndarray, scale_h: float, scale_w: float) -> np.n
     return x[..., rows, :][..., cols]
 
 
-def _slice_by_index(x: np.ndarray, begin: Sequence[int], end: Sequence[int],
-                    stride: Sequence[int] | None, begin_mask: Sequence[bool] | None,
-                    end_mask: Sequence[bool] | None, squeeze_mask: Sequence[bool] | None
-                    ) -> np.ndarray:
+def _slice_by_index(
+    x: np.ndarray,
+    begin: Sequence[int],
+    end: Sequence[int],
+    stride: Sequence[int] | None = None,
+    begin_mask: Sequence[bool] | None = None,
+    end_mask: Sequence[bool] | None = None,
+    squeeze_mask: Sequence[bool] | None = None,
+) -> np.ndarray:
     rank = x.ndim
     stride = list(stride) if stride is not None else [1] * rank
     begin_mask = list(begin_mask) if begin_mask is not None else [False] * rank
@@ -517,26 +564,32 @@ def _gelu(x: np.ndarray, mode: str = "EXACT") -> np.ndarray:
     raise NotImplementedError(f"gelu mode {mode!r} is not supported.")
 
 
-def _pad(x: np.ndarray, pad: Sequence[int], mode: str = "constant", constant_val: float = 0.0
-         ) -> np.ndarray:
+def _pad(
+    x: np.ndarray, pad: Sequence[int], mode: str = "constant", constant_val: float = 0.0
+) -> np.ndarray:
     pairs = np.asarray(pad, dtype=np.int64).reshape(-1, 2)
     widths = [(0, 0)] * (x.ndim - len(pairs)) + [tuple(p) for p in pairs]
     if mode == "constant":
         return np.pad(x, widths, constant_values=constant_val)
-    numpy_mode = {"reflect": "reflect", "replicate": "edge"}[mode]
-    return np.pad(x, widths, mode=numpy_mode)
+    if mode == "reflect":
+        return np.pad(x, widths, mode="reflect")
+    if mode == "replicate":
+        return np.pad(x, widths, mode="edge")
+    raise NotImplementedError(f"pad mode {mode!r} is not supported.")
 
 
-def _split(x: np.ndarray, num_splits: Any = None, split_sizes: Any = None, axis: int = 0
-           ) -> list[np.ndarray]:
+def _split(
+    x: np.ndarray, num_splits: Any = None, split_sizes: Any = None, axis: int = 0
+) -> list[np.ndarray]:
     if split_sizes is not None:
         bounds = np.cumsum(np.asarray(split_sizes))[:-1]
         return np.split(x, bounds, axis=int(axis))
     return np.split(x, int(num_splits), axis=int(axis))
 
 
-def _layer_norm(x: np.ndarray, axes: Any = None, gamma: Any = None, beta: Any = None,
-                epsilon: float = 1e-5) -> np.ndarray:
+def _layer_norm(
+    x: np.ndarray, axes: Any = None, gamma: Any = None, beta: Any = None, epsilon: float = 1e-5
+) -> np.ndarray:
     axis = _axes(axes, x.ndim) or tuple(range(x.ndim))
     mean = np.mean(x, axis=axis, keepdims=True)
     var = np.mean((x - mean) ** 2, axis=axis, keepdims=True)
@@ -552,8 +605,14 @@ def _channel(v: Any, rank: int) -> np.ndarray:
     return np.asarray(v).reshape((1, -1) + (1,) * (rank - 2))
 
 
-def _batch_norm(x: np.ndarray, mean: Any, variance: Any, gamma: Any = None, beta: Any = None,
-                epsilon: float = 1e-5) -> np.ndarray:
+def _batch_norm(
+    x: np.ndarray,
+    mean: Any,
+    variance: Any,
+    gamma: Any = None,
+    beta: Any = None,
+    epsilon: float = 1e-5,
+) -> np.ndarray:
     out = (x - _channel(mean, x.ndim)) / np.sqrt(_channel(variance, x.ndim) + epsilon)
     if gamma is not None:
         out = out * _channel(gamma, x.ndim)
@@ -562,8 +621,9 @@ def _batch_norm(x: np.ndarray, mean: Any, variance: Any, gamma: Any = None, beta
     return out
 
 
-def _instance_norm(x: np.ndarray, gamma: Any = None, beta: Any = None, epsilon: float = 1e-5
-                   ) -> np.ndarray:
+def _instance_norm(
+    x: np.ndarray, gamma: Any = None, beta: Any = None, epsilon: float = 1e-5
+) -> np.ndarray:
     axes = tuple(range(2, x.ndim))
     mean = np.mean(x, axis=axes, keepdims=True)
     var = np.mean((x - mean) ** 2, axis=axes, keepdims=True)
@@ -575,16 +635,22 @@ def _instance_norm(x: np.ndarray, gamma: Any = None, beta: Any = None, epsilon: 
     return out
 
 
-def _gather(x: np.ndarray, indices: np.ndarray, axis: int = 0, batch_dims: int = 0,
-            validate_indices: bool = False) -> np.ndarray:
+def _gather(
+    x: np.ndarray,
+    indices: np.ndarray,
+    axis: int = 0,
+    batch_dims: int = 0,
+    validate_indices: bool = False,
+) -> np.ndarray:
     if batch_dims:
         raise NotImplementedError("gather with batch_dims > 0 is not supported.")
     idx = np.asarray(indices).astype(np.int64)
     return np.take(x, np.where(idx < 0, idx + x.shape[int(axis)], idx), axis=int(axis))
 
 
-def _gather_nd(x: np.ndarray, indices: np.ndarray, batch_dims: int = 0,
-               validate_indices: bool = False) -> np.ndarray:
+def _gather_nd(
+    x: np.ndarray, indices: np.ndarray, batch_dims: int = 0, validate_indices: bool = False
+) -> np.ndarray:
     if batch_dims:
         raise NotImplementedError("gather_nd with batch_dims > 0 is not supported.")
     idx = np.asarray(indices).astype(np.int64)
@@ -596,6 +662,86 @@ def _pixel_shuffle(x: np.ndarray, upscale_factor: int) -> np.ndarray:
     f = int(upscale_factor)
     out = x.reshape(n, c // (f * f), f, f, h, w).transpose(0, 1, 4, 2, 5, 3)
     return out.reshape(n, c // (f * f), h * f, w * f)
+
+
+def _conv_op(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: Any = None,
+    strides: Any = None,
+    pad_type: Any = "valid",
+    pad: Any = None,
+    dilations: Any = None,
+    groups: Any = 1,
+) -> np.ndarray:
+    ones = [1] * (x.ndim - 2)
+    return conv_nchw(
+        _f32(x),
+        _f32(weight),
+        None if bias is None else _f32(bias),
+        ones if strides is None else strides,
+        str(pad_type),
+        pad,
+        ones if dilations is None else dilations,
+        int(groups),
+    )
+
+
+def _conv_transpose_op(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: Any = None,
+    pad: Any = None,
+    output_shape: Any = None,
+    pad_type: Any = "valid",
+    strides: Any = None,
+    dilations: Any = None,
+    groups: Any = 1,
+) -> np.ndarray:
+    ones = [1] * (x.ndim - 2)
+    return conv_transpose_nchw(
+        _f32(x),
+        _f32(weight),
+        None if bias is None else _f32(bias),
+        ones if strides is None else strides,
+        str(pad_type),
+        pad,
+        ones if dilations is None else dilations,
+        int(groups),
+        output_shape,
+    )
+
+
+def _max_pool_op(
+    x: np.ndarray,
+    kernel_sizes: Any,
+    strides: Any,
+    pad_type: Any,
+    pad: Any = None,
+    ceil_mode: Any = False,
+) -> np.ndarray:
+    return pool_nchw(_f32(x), "max", kernel_sizes, strides, str(pad_type), pad, bool(ceil_mode))
+
+
+def _avg_pool_op(
+    x: np.ndarray,
+    kernel_sizes: Any,
+    strides: Any,
+    pad_type: Any,
+    pad: Any = None,
+    exclude_padding_from_average: Any = False,
+    ceil_mode: Any = False,
+) -> np.ndarray:
+    return pool_nchw(
+        _f32(x),
+        "avg",
+        kernel_sizes,
+        strides,
+        str(pad_type),
+        pad,
+        bool(ceil_mode),
+        bool(exclude_padding_from_average),
+    )
 
 
 def _unary(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
@@ -642,10 +788,10 @@ _OPS: dict[str, Callable[..., Any]] = {
     "less_equal": _binary(np.less_equal),
     "equal": _binary(np.equal),
     "not_equal": _binary(np.not_equal),
-    "logical_and": np.logical_and,
-    "logical_or": np.logical_or,
-    "logical_xor": np.logical_xor,
-    "logical_not": np.logical_not,
+    "logical_and": lambda x, y: np.logical_and(x, y),
+    "logical_or": lambda x, y: np.logical_or(x, y),
+    "logical_xor": lambda x, y: np.logical_xor(x, y),
+    "logical_not": lambda x: np.logical_not(x),
     # elementwise unary
     "abs": _unary(np.abs),
     "ceil": _unary(np.ceil),
@@ -690,55 +836,19 @@ _OPS: dict[str, Callable[..., Any]] = {
     "scaled_tanh": lambda x, alpha=1.0, beta=1.0: alpha * np.tanh(beta * _f32(x)),
     "softmax": lambda x, axis=-1: _softmax(_f32(x), int(axis)),
     # linear algebra
-    "linear": lambda x, weight, bias=None: _f32(x) @ _f32(weight).T
-    + (0.0 if bias is None else _f32(bias)),
+    "linear": lambda x, weight, bias=None: (
+        _f32(x) @ _f32(weight).T + (0.0 if bias is None else _f32(bias))
+    ),
     "matmul": lambda x, y, transpose_x=False, transpose_y=False: np.matmul(
         np.swapaxes(_f32(x), -1, -2) if transpose_x else _f32(x),
         np.swapaxes(_f32(y), -1, -2) if transpose_y else _f32(y),
     ),
-    "conv": lambda x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None,
-    groups=1: conv_nchw(
-        _f32(x),
-        _f32(weight),
-        None if bias is None else _f32(bias),
-        strides if strides is not None else [1] * (x.ndim - 2),
-        str(pad_type),
-        pad,
-        dilations if dilations is not None else [1] * (x.ndim - 2),
-        int(groups),
-    ),
-    "conv_transpose": lambda x, weight, bias=None, pad=None, output_shape=None, pad_type="valid",
-    strides=None, dilations=None, groups=1: conv_transpose_nchw(
-        _f32(x),
-        _f32(weight),
-        None if bias is None else _f32(bias),
-        strides if strides is not None else [1] * (x.ndim - 2),
-        str(pad_type),
-        pad,
-        dilations if dilations is not None else [1] * (x.ndim - 2),
-        int(groups),
-        output_shape,
-    ),
+    "conv": _conv_op,
+    "conv_transpose": _conv_transpose_op,
     # pooling and resampling
-    "max_pool": lambda x, kernel_sizes, strides, pad_type, pad=None, ceil_mode=False: pool_nchw(
-        _f32(x), "max", kernel_sizes, strides, str(pad_type), pad, bool(ceil_mode)
-    ),
-    "avg_pool": lambda x, kernel_sizes, strides, pad_type, pad=None, exclude_padding_from_average=(
-        False
-    ), ceil_mode=False: pool_nchw(
-        _f32(x),
-        "avg",
-        kernel_sizes,
-        strides,
-        str(pad_type),
-        pad,
-        bool(ceil_mode),
-        bool(exclude_padding_from_average),
-    ),
-    "upsample_bilinear": lambda x, scale_factor_height=1, scale_factor_width=1, align_corners=True,
-    half_pixel_centers=None: _upsample_bilinear(
-        _f32(x), scale_factor_height, scale_factor_width, align_corners, half_pixel_centers
-    ),
+    "max_pool": _max_pool_op,
+    "avg_pool": _avg_pool_op,
+    "upsample_bilinear": _upsample_bilinear,
     "upsample_nearest_neighbor": lambda x, scale_factor_height=1, scale_factor_width=1: (
         upsample_nearest_nchw(_f32(x), float(scale_factor_height), float(scale_factor_width))
     ),
@@ -749,8 +859,9 @@ _OPS: dict[str, Callable[..., Any]] = {
     "reduce_min": _reduce(np.min),
     "reduce_prod": _reduce(np.prod),
     "reduce_log_sum_exp": _reduce(_log_sum_exp),
-    "reduce_sum_square": _reduce(lambda x, axis, keepdims: np.sum(x * x, axis=axis,
-                                                                  keepdims=keepdims)),
+    "reduce_sum_square": _reduce(
+        lambda x, axis, keepdims: np.sum(x * x, axis=axis, keepdims=keepdims)
+    ),
     "reduce_argmax": lambda x, axis=-1, keep_dims=False: np.argmax(
         x, axis=int(axis), keepdims=bool(keep_dims)
     ).astype(np.int32),
@@ -767,8 +878,7 @@ _OPS: dict[str, Callable[..., Any]] = {
     "concat": lambda values, axis, interleave=False: np.concatenate(values, axis=int(axis)),
     "stack": lambda values, axis: np.stack(values, axis=int(axis)),
     "split": _split,
-    "slice_by_index": lambda x, begin, end, stride=None, begin_mask=None, end_mask=None,
-    squeeze_mask=None: _slice_by_index(x, begin, end, stride, begin_mask, end_mask, squeeze_mask),
+    "slice_by_index": _slice_by_index,
     "slice_by_size": lambda x, begin, size: x[
         tuple(slice(int(b), None if int(s) == -1 else int(b) + int(s)) for b, s in zip(begin, size))
     ],
@@ -787,8 +897,11 @@ _OPS: dict[str, Callable[..., Any]] = {
         _f32(x), mean, variance, gamma, beta, float(epsilon)
     ),
     "layer_norm": lambda x, axes=None, gamma=None, beta=None, epsilon=1e-5: _layer_norm(
-        _f32(x), axes, None if gamma is None else _f32(gamma), None if beta is None else _f32(beta),
-        float(epsilon)
+        _f32(x),
+        axes,
+        None if gamma is None else _f32(gamma),
+        None if beta is None else _f32(beta),
+        float(epsilon),
     ),
     "instance_norm": lambda x, gamma=None, beta=None, epsilon=1e-5: _instance_norm(
         _f32(x), gamma, beta, float(epsilon)
@@ -827,8 +940,9 @@ def _prepare_input(feature: FeatureSpec, value: Any) -> np.ndarray:
     return array.astype(feature.dtype)
 
 
-def run_program(program: LoadedProgram, inputs: Mapping[str, Any] | Sequence[Any] | Any
-                ) -> dict[str, Any]:
+def run_program(
+    program: LoadedProgram, inputs: Mapping[str, Any] | Sequence[Any] | Any
+) -> dict[str, Any]:
     """Executes a loaded program; see `run_mlpackage_numpy`."""
     names = [f.name for f in program.inputs]
     if isinstance(inputs, Mapping):
@@ -888,8 +1002,9 @@ def run_program(program: LoadedProgram, inputs: Mapping[str, Any] | Sequence[Any
     return results
 
 
-def run_mlpackage_numpy(path: str | os.PathLike[str],
-                        inputs: Mapping[str, Any] | Sequence[Any] | Any) -> dict[str, Any]:
+def run_mlpackage_numpy(
+    path: str | os.PathLike[str], inputs: Mapping[str, Any] | Sequence[Any] | Any
+) -> dict[str, Any]:
     """Runs a saved `.mlpackage` in NumPy and returns its outputs by name.
 
     Works on any platform: it reads the package from disk and interprets its ML Program. Use it

@@ -96,8 +96,12 @@ BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def gather(source: np.ndarray, indices: Sequence[np.ndarray], axes: Sequence[int],
-           slice_sizes: Sequence[int]) -> np.ndarray:
+def gather(
+    source: np.ndarray,
+    indices: Sequence[np.ndarray],
+    axes: Sequence[int],
+    slice_sizes: Sequence[int],
+) -> np.ndarray:
     """MLX `Gather`: output shape is `broadcast(indices).shape + slice_sizes`."""
     index_shape = np.broadcast_shapes(*[np.shape(i) for i in indices]) if indices else ()
     rank, lead = source.ndim, len(index_shape)
@@ -115,8 +119,9 @@ def gather(source: np.ndarray, indices: Sequence[np.ndarray], axes: Sequence[int
     return source[tuple(grids)]
 
 
-def as_strided(x: np.ndarray, shape: Sequence[int], strides: Sequence[int], offset: int
-               ) -> np.ndarray:
+def as_strided(
+    x: np.ndarray, shape: Sequence[int], strides: Sequence[int], offset: int
+) -> np.ndarray:
     """MLX `AsStrided` over the row-major layout of `x`."""
     return x.reshape(-1)[strided_indices(shape, strides, offset)]
 
@@ -131,27 +136,36 @@ def strided_indices(shape: Sequence[int], strides: Sequence[int], offset: int) -
     return index
 
 
-def convolution(x: np.ndarray, weight: np.ndarray, strides: Sequence[int],
-                padding_lo: Sequence[int], padding_hi: Sequence[int],
-                kernel_dilation: Sequence[int], input_dilation: Sequence[int], groups: int,
-                flip: bool) -> np.ndarray:
+def convolution(
+    x: np.ndarray,
+    weight: np.ndarray,
+    strides: Sequence[int],
+    padding_lo: Sequence[int],
+    padding_hi: Sequence[int],
+    kernel_dilation: Sequence[int],
+    input_dilation: Sequence[int],
+    groups: int,
+    flip: bool,
+) -> np.ndarray:
     """MLX `Convolution` on channels-last data: x `(N, *S, C_in)`, weight `(C_out, *K, C_in/g)`."""
     spatial = x.ndim - 2
     if flip:
-        weight = weight[(slice(None),) + (slice(None, None, -1),) * spatial]
+        weight = np.flip(weight, axis=tuple(range(1, 1 + spatial)))
     if any(d > 1 for d in input_dilation):
-        shape = [x.shape[0]]
-        shape += [(s - 1) * d + 1 for s, d in zip(x.shape[1:-1], input_dilation)]
-        dilated = np.zeros(shape + [x.shape[-1]], dtype=x.dtype)
-        dilated[(slice(None),) + tuple(slice(None, None, d) for d in input_dilation)] = x
+        sizes = [(s - 1) * d + 1 for s, d in zip(x.shape[1:-1], input_dilation)]
+        dilated = np.zeros((x.shape[0], *sizes, x.shape[-1]), dtype=x.dtype)
+        every_other = (slice(None), *(slice(None, None, d) for d in input_dilation))
+        dilated[every_other] = x
         x = dilated
-    pads = [(0, 0)] + [(max(lo, 0), max(hi, 0)) for lo, hi in zip(padding_lo, padding_hi)]
-    x = np.pad(x, pads + [(0, 0)])
+    pads = [(max(lo, 0), max(hi, 0)) for lo, hi in zip(padding_lo, padding_hi)]
+    x = np.pad(x, [(0, 0), *pads, (0, 0)])
+    # Negative padding crops.
     crop = tuple(
         slice(-min(lo, 0), x.shape[i + 1] + min(hi, 0))
         for i, (lo, hi) in enumerate(zip(padding_lo, padding_hi))
     )
-    x = x[(slice(None),) + crop]
+    inside = (slice(None), *crop)
+    x = x[inside]
     kernel = weight.shape[1:-1]
     span = [(k - 1) * d + 1 for k, d in zip(kernel, kernel_dilation)]
     out_spatial = [(s - e) // st + 1 for s, e, st in zip(x.shape[1:-1], span, strides)]
@@ -163,24 +177,26 @@ def convolution(x: np.ndarray, weight: np.ndarray, strides: Sequence[int],
             slice(p * d, p * d + st * (o - 1) + 1, st)
             for p, d, st, o in zip(position, kernel_dilation, strides, out_spatial)
         )
-        patch = x[(slice(None),) + window]
+        strided = (slice(None), *window)
+        patch = x[strided]
         patch = patch.reshape(*patch.shape[:-1], groups, c_in_group)
-        taps = grouped_weight[(slice(None), slice(None)) + position]
+        tap_index: tuple[Any, ...] = (slice(None), slice(None), *position)
+        taps = grouped_weight[tap_index]
         out += np.einsum("...gc,goc->...go", patch, taps)
     return out.reshape(x.shape[0], *out_spatial, c_out)
 
 
 def _reduce(x: np.ndarray, args: Sequence[Any]) -> np.ndarray:
     kind, axes = REDUCE_TYPES[args[0]], tuple(args[1])
-    fn = {
+    fns: dict[str, Callable[..., np.ndarray]] = {
         "and": np.all,
         "or": np.any,
         "sum": np.sum,
         "prod": np.prod,
         "min": np.min,
         "max": np.max,
-    }[kind]
-    return fn(x, axis=axes, keepdims=True)
+    }
+    return fns[kind](x, axis=axes, keepdims=True)
 
 
 def _arg_reduce(x: np.ndarray, args: Sequence[Any]) -> np.ndarray:
@@ -241,9 +257,13 @@ SUPPORTED = ELEMENTWISE | {
 }
 
 
-def evaluate(op: str, args: Sequence[Any], inputs: Sequence[np.ndarray],
-             out_shapes: Sequence[tuple[int, ...]],
-             out_dtypes: Sequence[str] | None = None) -> list[np.ndarray]:
+def evaluate(
+    op: str,
+    args: Sequence[Any],
+    inputs: Sequence[np.ndarray],
+    out_shapes: Sequence[tuple[int, ...]],
+    out_dtypes: Sequence[str] | None = None,
+) -> list[np.ndarray]:
     """Evaluates one MLX primitive in NumPy.
 
     Elementwise primitives accept compact inputs (same rank, size-1 where broadcast) and return a
@@ -256,7 +276,8 @@ def evaluate(op: str, args: Sequence[Any], inputs: Sequence[np.ndarray],
         >>> evaluate("Add", [], [np.ones((2, 1)), np.ones((1, 3))], [(2, 3)])[0].shape
         (2, 3)
     """
-    x = inputs[0] if inputs else None
+    # Arange is the only primitive without inputs; it never reads `x`.
+    x: np.ndarray = inputs[0] if inputs else np.zeros(())
     results: list[np.ndarray]
     if op in UNARY:
         results = [UNARY[op](x, args)]
@@ -274,9 +295,9 @@ def evaluate(op: str, args: Sequence[Any], inputs: Sequence[np.ndarray],
     elif op == "Broadcast":
         # Stays compact: the caller's shapes table knows the broadcast shape.
         rank = len(args[0])
-        results = [np.reshape(x, (1,) * (rank - x.ndim) + x.shape)]
+        results = [np.reshape(x, (1,) * (rank - x.ndim) + tuple(x.shape))]
     elif op in ("Reshape", "Flatten", "Unflatten"):
-        results = [np.reshape(x, out_shapes[0])]
+        results = [np.reshape(x, tuple(out_shapes[0]))]
     elif op == "Transpose":
         results = [np.transpose(x, args[0])]
     elif op == "Squeeze":
@@ -296,7 +317,7 @@ def evaluate(op: str, args: Sequence[Any], inputs: Sequence[np.ndarray],
     elif op == "AsStrided":
         results = [as_strided(x, args[0], args[1], args[2])]
     elif op == "Arange":
-        start, stop, step = args
+        start, _, step = args
         results = [start + step * np.arange(out_shapes[0][0], dtype=np.float64)]
     elif op == "Reduce":
         results = [_reduce(x, args)]
@@ -316,5 +337,7 @@ def evaluate(op: str, args: Sequence[Any], inputs: Sequence[np.ndarray],
     else:
         raise KeyError(f"No NumPy rule for MLX primitive {op!r}.")
     if out_dtypes is not None:
-        results = [np.asarray(r).astype(np.dtype(d), copy=False) for r, d in zip(results, out_dtypes)]
+        results = [
+            np.asarray(r).astype(np.dtype(d), copy=False) for r, d in zip(results, out_dtypes)
+        ]
     return [np.asarray(r) for r in results]

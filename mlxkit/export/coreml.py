@@ -36,8 +36,12 @@ ComputeUnits = Literal["all", "cpu_only", "cpu_and_gpu", "cpu_and_ne"]
 Layout = Literal["channels_last", "channels_first"]
 
 _PRECISIONS = ("float16", "float32")
-_UNITS = {"all": "ALL", "cpu_only": "CPU_ONLY", "cpu_and_gpu": "CPU_AND_GPU",
-          "cpu_and_ne": "CPU_AND_NE"}
+_UNITS = {
+    "all": "ALL",
+    "cpu_only": "CPU_ONLY",
+    "cpu_and_gpu": "CPU_AND_GPU",
+    "cpu_and_ne": "CPU_AND_NE",
+}
 _LAYOUTS = ("channels_last", "channels_first")
 _COLOR_LAYOUTS = ("RGB", "BGR", "GRAYSCALE")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -52,10 +56,10 @@ class UnsupportedOperationError(NotImplementedError):
         >>> import mlx.core as mx
         >>> from mlxkit.export import to_coreml, UnsupportedOperationError
         >>> try:
-        ...     to_coreml(lambda x: mx.fft.fft(x).real, mx.zeros((4,)), "fft.mlpackage")
+        ...     to_coreml(lambda x: mx.sort(x) + mx.cumsum(x), mx.zeros((4,)), "s.mlpackage")
         ... except UnsupportedOperationError as error:
         ...     print(error.operations)
-        ['FFT', 'Real']
+        ['Sort', 'Scan']
     """
 
     def __init__(self, operations: Sequence[str], message: str):
@@ -222,7 +226,8 @@ def _check_path(path: str | os.PathLike[str]) -> str:
 
 def _count_parameters(model: Any, graph: Graph) -> int:
     if isinstance(model, nn.Module):
-        return sum(v.size for _, v in tree_flatten(model.parameters()))
+        leaves: list[tuple[str, mx.array]] = tree_flatten(model.parameters())  # type: ignore[assignment]
+        return sum(int(value.size) for _, value in leaves)
     # A plain function's parameters are the arrays it closes over: the traced constants.
     return int(sum(np.prod(graph.shapes[name]) for name in graph.constants))
 
@@ -283,9 +288,17 @@ def _atomic_save(model: Any, path: str) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _build_program(ct: Any, graph: Graph, input_names: list[str], output_names: list[str],
-                   input_layouts: list[tuple[int, ...]], output_layouts: list[tuple[int, ...]],
-                   opset: Any) -> Any:
+def _build_program(
+    ct: Any,
+    graph: Graph,
+    input_names: list[str],
+    output_names: list[str],
+    input_layouts: list[tuple[int, ...]],
+    output_layouts: list[tuple[int, ...]],
+    opset: Any,
+    *,
+    track_layout: bool = True,
+) -> Any:
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import Function, Program, types
 
@@ -294,7 +307,7 @@ def _build_program(ct: Any, graph: Graph, input_names: list[str], output_names: 
         shape = graph.shapes[tensor]
         dtype = types.int32 if graph.dtypes[tensor].startswith(("int", "uint")) else types.fp32
         placeholders[name] = mb.placeholder(shape=[shape[p] for p in layout], dtype=dtype)
-    lowerer = Lowerer(graph, mb)
+    lowerer = Lowerer(graph, mb, track_layout=track_layout)
     with Function(placeholders, opset_version=opset) as function:
         for name, tensor, layout in zip(input_names, graph.inputs, input_layouts, strict=True):
             lowerer.set(tensor, function.inputs[name], layout)
@@ -303,8 +316,9 @@ def _build_program(ct: Any, graph: Graph, input_names: list[str], output_names: 
         taken: set[int] = set()
         outputs = [
             output_var(lowerer, tensor, layout, name, taken)
-            for tensor, layout, name in zip(graph.outputs, output_layouts, output_names,
-                                            strict=True)
+            for tensor, layout, name in zip(
+                graph.outputs, output_layouts, output_names, strict=True
+            )
         ]
         function.set_outputs(outputs)
     program = Program()
@@ -509,15 +523,21 @@ def to_coreml(
                 channel_first=True,
             )
         ]
-        for name, tensor, in_layout in zip(in_names[1:], graph.inputs[1:], input_layouts[1:],
-                                           strict=True):
+        for name, tensor, in_layout in zip(
+            in_names[1:], graph.inputs[1:], input_layouts[1:], strict=True
+        ):
             tensor_shape = graph.shapes[tensor]
             specs.append(ct.TensorType(name=name, shape=[tensor_shape[p] for p in in_layout]))
         convert_kwargs["inputs"] = specs
     if class_labels is not None:
         convert_kwargs["classifier_config"] = ct.ClassifierConfig(list(class_labels))
-    mlmodel = ct.convert(program, **convert_kwargs)
-    _atomic_save(mlmodel, text_path)
+    with warnings.catch_warnings():
+        # coremltools leaves its temporary weights directory to the garbage collector, which
+        # warns; the directory is removed either way.
+        warnings.filterwarnings("ignore", "Implicitly cleaning up", ResourceWarning)
+        mlmodel = ct.convert(program, **convert_kwargs)
+        _atomic_save(mlmodel, text_path)
+        del mlmodel
 
     saved = load_mlpackage(text_path)
     report = ConversionReport(

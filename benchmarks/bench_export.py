@@ -1,0 +1,182 @@
+"""Core ML export: what the fusion passes and layout tracking buy, and what export costs.
+
+Run:
+
+    python benchmarks/bench_export.py                        # all models, article sizes
+    python benchmarks/bench_export.py --models depth --no-verify
+    python benchmarks/bench_export.py --repeats 50           # on macOS: more predict() samples
+
+For each model it exports three variants of the same traced graph:
+
+- `naive`: one Core ML op per MLX primitive (constants folded, convs/matmuls made `conv` and
+  `linear`) and a transpose pair around every channels-first op: what a straightforward
+  converter emits;
+- `fused`: the pattern passes (BatchNorm folded into convs, pooling, upsampling, activations,
+  LayerNorm), still with transpose pairs;
+- `full`: fusions plus layout tracking, which is what `to_coreml` does.
+
+It prints the op count, transposes, package size and export time (trace / optimize / lower /
+convert+save) per variant, and checks each package with the NumPy interpreter against MLX (max
+error relative to the largest output). On macOS it also times `MLModel.predict` (median of
+`--repeats`) on all compute units and on the CPU alone, next to MLX's own forward pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import mlxkit  # noqa: F401  (before mlx: loads the fast BLAS)
+from mlxkit import models
+from mlxkit.export import load_mlpackage, run_mlpackage_numpy
+from mlxkit.export._lower import unsupported
+from mlxkit.export._optimize import optimize
+from mlxkit.export._trace import as_function, trace
+from mlxkit.export.coreml import _atomic_save, _build_program, require_coremltools
+
+import mlx.core as mx  # isort: skip  (after mlxkit, which loads the fast BLAS first)
+
+MODELS: dict[str, tuple[Callable[[], Any], tuple[int, ...]]] = {
+    # The depth article's 128x256 RGB input.
+    "depth": (models.depth_resnet20, (1, 128, 256, 3)),
+    "lraspp": (lambda: models.lraspp_mobilenet_v3_large(num_classes=21), (1, 256, 256, 3)),
+    "deeplabv3": (lambda: models.deeplabv3_mobilenet_v3_large(num_classes=21), (1, 256, 256, 3)),
+    "resnet18": (lambda: models.resnet18(num_classes=1000), (1, 224, 224, 3)),
+    "unet": (lambda: models.unet(in_channels=3, num_classes=2), (1, 128, 128, 3)),
+}
+
+VARIANTS = {"naive": (False, False), "fused": (True, False), "full": (True, True)}
+
+
+def export_variant(
+    ct: Any, model: Any, x: mx.array, path: str, fuse: bool, track_layout: bool, precision: str
+) -> dict[str, Any]:
+    """Runs the to_coreml pipeline stage by stage and times each stage."""
+    timings = {}
+    start = time.perf_counter()
+    graph = trace(as_function(model), [x])
+    timings["trace"] = time.perf_counter() - start
+    primitives = len(graph.nodes)
+
+    start = time.perf_counter()
+    optimize(graph, fuse=fuse)
+    problems = unsupported(graph)
+    if problems:
+        raise RuntimeError(f"unsupported: {problems}")
+    timings["optimize"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    rank = len(x.shape)
+    program = _build_program(
+        ct,
+        graph,
+        ["input"],
+        ["output"],
+        [tuple(range(rank))],
+        [tuple(range(len(graph.shapes[graph.outputs[0]])))],
+        ct.target.iOS15,
+        track_layout=track_layout,
+    )
+    timings["lower"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlmodel = ct.convert(
+            program,
+            convert_to="mlprogram",
+            compute_precision=getattr(ct.precision, precision.upper()),
+        )
+        _atomic_save(mlmodel, path)
+    timings["convert+save"] = time.perf_counter() - start
+    ops = load_mlpackage(path).op_counts()
+    size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+    return {"timings": timings, "ops": ops, "size": size, "primitives": primitives}
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up (compilation, caches)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}"
+    )
+    parser.add_argument("--precision", choices=("float16", "float32"), default="float16")
+    parser.add_argument("--repeats", type=int, default=20, help="predict() timings (macOS)")
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the NumPy interpreter check (slow for big inputs)",
+    )
+    args = parser.parse_args()
+    ct = require_coremltools()
+    tolerance = 1e-2 if args.precision == "float16" else 1e-4
+
+    with tempfile.TemporaryDirectory() as root:
+        for name in args.models.split(","):
+            make, shape = MODELS[name]
+            mx.random.seed(0)
+            model = make()
+            model.eval()
+            mx.eval(model.parameters())
+            x = mx.random.normal(shape)
+            reference = np.array(model(x), dtype=np.float64)
+            mlx_seconds = median_seconds(
+                lambda model=model, x=x: mx.eval(model(x)), max(3, args.repeats // 4)
+            )
+            print(
+                f"\n{name} {shape} {args.precision}: MLX forward {mlx_seconds * 1e3:.1f} ms "
+                f"({mx.default_device()})"
+            )
+            print(
+                f"  {'variant':<8}{'ops':>6}{'transp':>8}{'size MiB':>10}{'trace':>8}"
+                f"{'optim':>8}{'lower':>8}{'convert':>9}{'max err':>10}"
+            )
+            for variant, (fuse, track_layout) in VARIANTS.items():
+                path = os.path.join(root, f"{name}_{variant}.mlpackage")
+                result = export_variant(ct, model, x, path, fuse, track_layout, args.precision)
+                t = result["timings"]
+                error = "-"
+                if not args.no_verify:
+                    got = run_mlpackage_numpy(path, np.array(x))["output"]
+                    error_value = float(np.max(np.abs(got - reference)) / np.max(np.abs(reference)))
+                    assert error_value < tolerance, f"{name}/{variant}: error {error_value}"
+                    error = f"{error_value:.1e}"
+                ops = result["ops"]
+                print(
+                    f"  {variant:<8}{sum(ops.values()):>6}{ops.get('transpose', 0):>8}"
+                    f"{result['size'] / 2**20:>10.2f}{t['trace']:>8.2f}{t['optimize']:>8.2f}"
+                    f"{t['lower']:>8.2f}{t['convert+save']:>9.2f}{error:>10}"
+                )
+                if sys.platform == "darwin":
+                    for units in ("ALL", "CPU_ONLY"):
+                        mlmodel = ct.models.MLModel(
+                            path, compute_units=getattr(ct.ComputeUnit, units)
+                        )
+                        feed = {"input": np.array(x)}
+                        seconds = median_seconds(
+                            lambda m=mlmodel, feed=feed: m.predict(feed), args.repeats
+                        )
+                        print(f"           Core ML predict ({units}): {seconds * 1e3:.2f} ms")
+            print(f"  MLX primitives traced: {result['primitives']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,532 @@
+"""Checkpoints: folder contents, exact resume (in process and after SIGKILL), strict loading,
+atomic writes, `load_weights`, rank-0-only writes and the data-order seed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+import mlxkit
+from mlxkit import Trainer
+from mlxkit.callbacks import (
+    BackupAndRestore,
+    CSVLogger,
+    EarlyStopping,
+    LambdaCallback,
+    ModelCheckpoint,
+)
+from mlxkit.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from tests import _resume_worker as worker
+
+WORKER = os.path.join(os.path.dirname(__file__), "_resume_worker.py")
+TIMING = {"samples_per_second", "peak_memory_mb", "active_memory_mb"}
+FILES = [
+    "callbacks.safetensors",
+    "model.safetensors",
+    "optimizer.safetensors",
+    "state.safetensors",
+    "trainer.json",
+]
+
+
+def run_worker(mode, out):
+    return subprocess.run(
+        [sys.executable, WORKER, mode, str(out)], capture_output=True, text=True, timeout=120
+    )
+
+
+def numpy_tree(tree):
+    return {
+        key: np.array(value) for key, value in tree_flatten(tree) if isinstance(value, mx.array)
+    }
+
+
+def assert_same_arrays(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def without_timing(history):
+    return {key: values for key, values in history.items() if key not in TIMING}
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The worker's problem trained 4 epochs straight, in this process."""
+    trainer = worker.make_trainer()
+    history = worker.fit(trainer, [])
+    return worker.weights(trainer), without_timing(history.history), history.epoch
+
+
+# ---------------------------------------------------------------------------- contents
+def test_checkpoint_folder_holds_everything_to_resume(tmp_path):
+    trainer = worker.make_trainer()
+    x, y, _ = worker.make_data()
+    trainer.fit(x, y, batch_size=8, epochs=2, seed=4, verbose=0)
+    path = trainer.save_checkpoint(tmp_path / "ckpt")
+    assert path == str(tmp_path / "ckpt")
+    assert sorted(os.listdir(path)) == FILES
+    assert os.listdir(tmp_path) == ["ckpt"]  # no temporary folder left
+
+    with open(os.path.join(path, "trainer.json")) as f:
+        meta = json.load(f)
+    assert meta["format_version"] == 1
+    assert (meta["epoch"], meta["global_step"], meta["batch_in_epoch"], meta["seed"]) == (
+        2,
+        12,
+        0,
+        4,
+    )
+    assert meta["model_class"] == "Sequential" and meta["mlx_version"] == mx.__version__
+    assert meta["mlxkit_version"] == mlxkit.__version__
+    assert meta["callbacks"]["0:History"]["epoch"] == [0, 1]
+
+    model = mx.load(os.path.join(path, "model.safetensors"))
+    assert_same_arrays(numpy_tree(model), worker.weights(trainer))
+    optimizer = mx.load(os.path.join(path, "optimizer.safetensors"))
+    assert optimizer["step"].item() == 12
+    assert optimizer["learning_rate"].item() == pytest.approx(1e-2)
+    assert_same_arrays(numpy_tree(optimizer), numpy_tree(trainer.optimizer.state))
+    state = mx.load(os.path.join(path, "state.safetensors"))
+    assert state["random.key"].tolist() == mx.random.state[0].tolist()
+    # The running loss of the last epoch: its mean is the logged loss.
+    mean = state["loss.total"].item() / state["loss.count"].item()
+    assert mean == pytest.approx(trainer.history.history["loss"][-1], rel=1e-6)
+    assert state["loss.count"].item() == 48
+
+
+def test_load_checkpoint_restores_model_optimizer_position_and_random_key(tmp_path):
+    trainer = worker.make_trainer()
+    x, y, _ = worker.make_data()
+    trainer.fit(x, y, batch_size=8, epochs=1, seed=2, verbose=0)
+    trainer.save_checkpoint(tmp_path / "ckpt")
+    key = mx.random.state[0].tolist()
+
+    other = worker.make_trainer(init_seed=5)
+    mx.random.seed(123)
+    other.load_checkpoint(tmp_path / "ckpt")
+    assert_same_arrays(worker.weights(other), worker.weights(trainer))
+    assert_same_arrays(numpy_tree(other.optimizer.state), numpy_tree(trainer.optimizer.state))
+    assert (other.epoch, other.global_step, other.start_batch, other.seed) == (1, 6, 0, 2)
+    assert mx.random.state[0].tolist() == key
+
+
+# ---------------------------------------------------------------------------- exact resume
+def test_resume_from_an_epoch_checkpoint_is_exact(tmp_path, reference):
+    ref_weights, ref_history, ref_epochs = reference
+    first = worker.make_trainer()
+    worker.fit(first, [], epochs=2)
+    first.save_checkpoint(tmp_path / "ckpt")
+    resumed = worker.make_trainer(init_seed=3)
+    history = worker.fit(resumed, [], seed=None, resume_from=tmp_path / "ckpt")
+    assert_same_arrays(worker.weights(resumed), ref_weights)
+    assert without_timing(history.history) == ref_history and history.epoch == ref_epochs
+
+
+@pytest.mark.parametrize("accumulate_steps", [1, 2])
+def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path, accumulate_steps):
+    # Checkpoints every 3 steps: step 9 is mid-epoch 2 and, with accumulation over 2 batches,
+    # holds a half-filled gradient buffer.
+    straight = worker.make_trainer(accumulate_steps=accumulate_steps)
+    saver = ModelCheckpoint(tmp_path / "step{step}", every_n_steps=3)
+    worker.fit(straight, [saver])
+    assert read_checkpoint(tmp_path / "step9")[0]["batch_in_epoch"] == 3
+
+    resumed = worker.make_trainer(init_seed=8, accumulate_steps=accumulate_steps)
+    history = worker.fit(resumed, [], resume_from=tmp_path / "step9")
+    assert_same_arrays(worker.weights(resumed), worker.weights(straight))
+    assert without_timing(history.history) == without_timing(straight.history.history)
+
+
+def test_exact_resume_after_sigkill_mid_epoch(tmp_path, reference):
+    ref_weights, ref_history, ref_epochs = reference
+    crashed = run_worker("crash", tmp_path)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert not (tmp_path / "weights.npz").exists()
+    meta = read_checkpoint(tmp_path / "backup")[0]
+    # Killed at step 16; the last backup is from step 15, mid-way through epoch index 2.
+    assert (meta["epoch"], meta["batch_in_epoch"], meta["global_step"]) == (2, 3, 15)
+
+    resumed = run_worker("resume", tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    with np.load(tmp_path / "weights.npz", allow_pickle=False) as saved:
+        assert_same_arrays(dict(saved), ref_weights)
+    with open(tmp_path / "history.json") as f:
+        saved_history = json.load(f)
+    assert without_timing(saved_history["history"]) == ref_history
+    assert saved_history["epoch"] == ref_epochs
+    assert not (tmp_path / "backup").exists()  # deleted once training completed
+
+    # The CSV log: rows of epochs 0-1 from the killed run, 2-3 appended by the resumed one.
+    with open(tmp_path / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["epoch"]) for row in rows] == ref_epochs
+    for key, values in saved_history["history"].items():
+        assert [float(row[key]) for row in rows] == values, key
+
+
+def test_callback_state_and_arrays_survive_a_resume(tmp_path):
+    # EarlyStopping's best epoch (0) is only known to the resumed run through the checkpoint:
+    # its best weights come back from callbacks.safetensors.
+    values = [0.5, 0.9, 0.8, 0.7, 0.6]
+
+    def callbacks():
+        def on_epoch_end(epoch, logs):
+            logs["val_metric"] = values[epoch]
+
+        stop = EarlyStopping("val_metric", patience=10, restore_best_weights=True)
+        return [LambdaCallback(on_epoch_end=on_epoch_end), stop], stop
+
+    first = worker.make_trainer()
+    snapshots = []
+    keep = LambdaCallback(on_epoch_end=lambda epoch, logs: snapshots.append(worker.weights(first)))
+    listed, _ = callbacks()
+    worker.fit(first, [*listed, keep, ModelCheckpoint(tmp_path / "ckpt")], epochs=3)
+    arrays = mx.load(str(tmp_path / "ckpt" / "callbacks.safetensors"))
+    assert sorted(arrays) == [f"2:EarlyStopping/{key}" for key in sorted(snapshots[0])]
+
+    resumed = worker.make_trainer(init_seed=2)
+    listed, stop = callbacks()
+    history = worker.fit(resumed, listed, epochs=5, resume_from=tmp_path / "ckpt")
+    assert history.epoch == [0, 1, 2, 3, 4] and (stop.best_epoch, stop.wait) == (0, 4)
+    assert_same_arrays(worker.weights(resumed), snapshots[0])
+
+
+def test_kill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, reference):
+    killed = run_worker("write-kill", tmp_path)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    leftovers = [name for name in os.listdir(tmp_path) if name.startswith(".ckpt.tmp-")]
+    assert len(leftovers) == 1
+    assert os.listdir(tmp_path / leftovers[0]) == ["model.safetensors"]
+
+    # The first checkpoint (after step 2) is intact and untouched by the killed second write.
+    assert sorted(os.listdir(tmp_path / "ckpt")) == FILES
+    meta = read_checkpoint(tmp_path / "ckpt")[0]
+    assert (meta["epoch"], meta["batch_in_epoch"], meta["global_step"]) == (0, 2, 2)
+    trainer = worker.make_trainer(init_seed=4)
+    history = worker.fit(trainer, [], resume_from=tmp_path / "ckpt")
+    assert_same_arrays(worker.weights(trainer), reference[0])
+    assert without_timing(history.history) == reference[1]
+
+    # The next successful write to the same path clears the killed write's leftover.
+    trainer.save_checkpoint(tmp_path / "ckpt")
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    trainer = worker.make_trainer()
+    x, y, _ = worker.make_data()
+    trainer.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    trainer.save_checkpoint(tmp_path / "ckpt")
+    saved = worker.weights(trainer)
+    trainer.fit(x, y, batch_size=8, epochs=2, initial_epoch=1, verbose=0)
+
+    original = mx.save_safetensors
+    calls = []
+
+    def failing(path, arrays, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("No space left on device")
+        original(path, arrays, *args, **kwargs)
+
+    monkeypatch.setattr(mx, "save_safetensors", failing)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.save_checkpoint(tmp_path / "ckpt")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["ckpt"]
+    fresh = worker.make_trainer(init_seed=6)
+    fresh.load_checkpoint(tmp_path / "ckpt")
+    assert fresh.epoch == 1
+    assert_same_arrays(worker.weights(fresh), saved)
+
+
+def test_a_checkpoint_moved_aside_by_a_crash_between_renames_is_recovered(tmp_path):
+    trainer = worker.make_trainer()
+    trainer.save_checkpoint(tmp_path / "ckpt")
+    # What a kill between "move the old folder aside" and "rename the new one in" leaves.
+    os.rename(tmp_path / "ckpt", tmp_path / ".ckpt.old-x1y2")
+    os.makedirs(tmp_path / ".ckpt.tmp-z3")  # and an incomplete new one
+    assert BackupAndRestore(tmp_path / "ckpt").resume_path() == str(tmp_path / "ckpt")
+    worker.make_trainer(init_seed=2).load_checkpoint(tmp_path / "ckpt")
+    assert sorted(os.listdir(tmp_path / "ckpt")) == FILES
+    # A killed first write leaves only a temporary folder: there is nothing to resume from.
+    os.makedirs(tmp_path / ".other.tmp-a1")
+    assert BackupAndRestore(tmp_path / "other").resume_path() is None
+
+
+# ---------------------------------------------------------------------------- strict loading
+class Wrapped(nn.Module):
+    """The worker's layers under another class: same keys and shapes, another architecture."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = [nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 3)]
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def trainer_with(model, optimizer=None, metrics=("accuracy",)):
+    return Trainer(
+        model, optimizer or optim.Adam(learning_rate=1e-2), "cross_entropy", list(metrics)
+    )
+
+
+@pytest.fixture
+def saved_checkpoint(tmp_path):
+    trainer = worker.make_trainer()
+    x, y, _ = worker.make_data()
+    trainer.fit(x, y, batch_size=8, epochs=1, seed=0, verbose=0)
+    return trainer.save_checkpoint(tmp_path / "ckpt")
+
+
+def snapshot(trainer):
+    return (
+        worker.weights(trainer),
+        numpy_tree(trainer.optimizer.state),
+        numpy_tree(trainer.loss_state),
+        (trainer.epoch, trainer.global_step, trainer.start_batch, trainer.seed),
+        mx.random.state[0].tolist(),
+    )
+
+
+def assert_unchanged(before, trainer):
+    after = snapshot(trainer)
+    for a, b in zip(before[:3], after[:3]):
+        assert_same_arrays(a, b)
+    assert before[3:] == after[3:]
+
+
+@pytest.mark.parametrize(
+    "make, messages",
+    [
+        (
+            lambda: trainer_with(
+                nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+            ),
+            [
+                "model.safetensors: wrongly shaped keys",
+                "layers.0.weight: expected (16, 8), found (32, 8)",
+                "optimizer.safetensors: wrongly shaped keys",
+            ],
+        ),
+        (
+            lambda: trainer_with(
+                nn.Sequential(
+                    nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 3), nn.Linear(3, 3)
+                )
+            ),
+            ["model.safetensors: missing keys ['layers.4.bias', 'layers.4.weight']"],
+        ),
+        (
+            lambda: trainer_with(nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.3))),
+            ["model.safetensors: unexpected keys ['layers.3.bias', 'layers.3.weight']"],
+        ),
+        (
+            lambda: trainer_with(Wrapped()),
+            ["model class: the checkpoint holds a Sequential, the trainer's model is a Wrapped"],
+        ),
+        (
+            lambda: trainer_with(worker.make_trainer().model, optim.SGD(learning_rate=0.1)),
+            ["optimizer.safetensors: unexpected keys ['layers.0.bias.m'"],
+        ),
+        (
+            lambda: trainer_with(worker.make_trainer().model, metrics=()),
+            ["state.safetensors: unexpected keys ['metrics.metric0.correct'"],
+        ),
+    ],
+    ids=["shapes", "missing", "unexpected", "class", "optimizer", "metrics"],
+)
+def test_a_mismatched_checkpoint_lists_the_problems_and_applies_nothing(
+    saved_checkpoint, make, messages
+):
+    trainer = make()
+    x, y, _ = worker.make_data()
+    trainer.fit(x, y, batch_size=8, epochs=1, seed=1, verbose=0)
+    before = snapshot(trainer)
+    with pytest.raises(
+        CheckpointError, match="does not match this trainer; nothing was loaded"
+    ) as e:
+        trainer.load_checkpoint(saved_checkpoint)
+    for message in messages:
+        assert message in str(e.value)
+    assert_unchanged(before, trainer)
+    with pytest.raises(CheckpointError):  # the same through fit(resume_from=...)
+        trainer.fit(x, y, batch_size=8, epochs=2, resume_from=saved_checkpoint, verbose=0)
+    # fit itself resets the position and draws a seed before loading; no array was touched.
+    after = snapshot(trainer)
+    for a, b in zip(before[:3], after[:3]):
+        assert_same_arrays(a, b)
+    assert before[4] == after[4]
+
+
+def truncate(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+
+
+def garble(path):
+    with open(path, "r+b") as f:
+        f.seek(8)
+        f.write(b"\x00garbage{")
+
+
+def edit_meta(**changes):
+    def edit(path):
+        with open(path) as f:
+            meta = json.load(f)
+        meta.update(changes)
+        for key in [k for k, v in changes.items() if v is None and k != "seed"]:
+            del meta[key]
+        with open(path, "w") as f:
+            json.dump(meta, f)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "file, damage, message",
+    [
+        ("optimizer.safetensors", truncate, r"optimizer.safetensors: the file is truncated or"),
+        ("model.safetensors", garble, r"model.safetensors: the file is truncated or corrupt"),
+        ("state.safetensors", os.remove, r"Checkpoint file missing: .*state.safetensors"),
+        ("trainer.json", truncate, r"Cannot read .*trainer.json"),
+        (
+            "trainer.json",
+            edit_meta(format_version=2),
+            r"format_version=2; this mlxkit reads "
+            r"versions up to 1. Upgrade mlxkit",
+        ),
+        ("trainer.json", edit_meta(epoch=None), r"lacks or mistypes the fields \['epoch'\]"),
+        ("trainer.json", edit_meta(global_step="12"), r"the fields \['global_step'\]; expected"),
+    ],
+    ids=["truncated", "garbled", "missing", "json", "newer-format", "no-epoch", "bad-step"],
+)
+def test_a_damaged_checkpoint_is_a_clear_error_and_applies_nothing(
+    saved_checkpoint, file, damage, message
+):
+    damage(os.path.join(saved_checkpoint, file))
+    trainer = worker.make_trainer(init_seed=3)
+    before = snapshot(trainer)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(trainer, saved_checkpoint)
+    assert_unchanged(before, trainer)
+
+
+def test_no_checkpoint_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="No checkpoint folder at"):
+        worker.make_trainer().load_checkpoint(tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------------------- load_weights
+@pytest.mark.parametrize("name", ["w.npz", "w.safetensors", "ckpt"])
+def test_load_weights_from_npz_safetensors_or_a_checkpoint(tmp_path, name):
+    trainer = worker.make_trainer(init_seed=1)
+    path = tmp_path / name
+    if name == "ckpt":
+        trainer.save_checkpoint(path)
+    else:
+        trainer.model.save_weights(str(path))
+    model = worker.make_trainer(init_seed=2).model
+    assert not np.array_equal(
+        np.array(model.layers[0].weight), worker.weights(trainer)["layers.0.weight"]
+    )
+    mlxkit.load_weights(model, path)
+    assert_same_arrays(numpy_tree(model.parameters()), worker.weights(trainer))
+
+
+def test_load_weights_is_strict(tmp_path):
+    source = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4))
+    source.save_weights(str(tmp_path / "w.npz"))
+    model = worker.make_trainer().model
+    before = numpy_tree(model.parameters())
+    with pytest.raises(CheckpointError, match="nothing was loaded") as e:
+        mlxkit.load_weights(model, tmp_path / "w.npz")
+    text = str(e.value)
+    assert "missing keys ['layers.3.bias', 'layers.3.weight']" in text
+    assert "unexpected keys ['layers.2.bias', 'layers.2.weight']" in text
+    assert_same_arrays(numpy_tree(model.parameters()), before)
+
+    smaller = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+    smaller.save_weights(str(tmp_path / "w.safetensors"))
+    with pytest.raises(
+        CheckpointError, match=r"layers.3.weight: expected \(3, 32\), found \(3, 16\)"
+    ):
+        mlxkit.load_weights(model, tmp_path / "w.safetensors")
+    truncate(tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        mlxkit.load_weights(model, tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError, match="No weights file at"):
+        mlxkit.load_weights(model, tmp_path / "absent.npz")
+    assert_same_arrays(numpy_tree(model.parameters()), before)
+
+
+# ---------------------------------------------------------------------------- distributed, seed
+def test_only_rank_0_writes(tmp_path):
+    trainer = worker.make_trainer()
+    trainer.rank = 1  # what a second data-parallel process sees
+    assert trainer.save_checkpoint(tmp_path / "ckpt") == str(tmp_path / "ckpt")
+    callbacks = [
+        ModelCheckpoint(tmp_path / "e{epoch}"),
+        ModelCheckpoint(tmp_path / "s{step}", every_n_steps=2, save_weights_only=True),
+        BackupAndRestore(tmp_path / "backup", save_freq=1),
+        CSVLogger(tmp_path / "log.csv"),
+    ]
+    worker.fit(trainer, callbacks, epochs=2)
+    assert os.listdir(tmp_path) == []
+
+
+class SeededSource:
+    """A batch source with its own seed, following the protocol of `mlxkit._batches`."""
+
+    def __init__(self, seed):
+        self.seed, self.epoch, self.start_batch = seed, 0, 0
+        self.x, self.y, _ = worker.make_data()
+        self.seen = []  # (epoch, seed) of every epoch iterated
+
+    def __len__(self):
+        return 6
+
+    def set_epoch(self, epoch, *, start_batch=0):
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __iter__(self):
+        self.seen.append((self.epoch, self.seed))
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(48)
+        for batch in range(self.start_batch, 6):
+            index = order[batch * 8 : (batch + 1) * 8]
+            yield self.x[index], self.y[index]
+
+
+def test_the_data_order_seed_of_a_batch_source(tmp_path):
+    source = SeededSource(5)
+    trainer = worker.make_trainer()
+    trainer.fit(source, epochs=1, verbose=0)  # seed=None: the source keeps its own
+    assert trainer.seed == 5 and source.seen == [(0, 5)]
+    trainer.save_checkpoint(tmp_path / "ckpt")
+
+    trainer.fit(source, epochs=1, seed=11, verbose=0)  # an explicit seed is given to the source
+    assert trainer.seed == 11 and source.seed == 11
+
+    # After a resume the checkpoint's seed drives the source, whatever it was built with.
+    other = SeededSource(9)
+    resumed = worker.make_trainer(init_seed=1)
+    resumed.fit(other, epochs=3, verbose=0, resume_from=tmp_path / "ckpt")
+    assert resumed.seed == 5 and other.seen == [(1, 5), (2, 5)]

@@ -47,18 +47,23 @@ def transforms() -> list:
     ]
 
 
-def time_epochs(make_batches, repeats: int, step_seconds: float) -> float:
-    """Median samples/s over `repeats` full epochs."""
-    rates = []
+def time_epochs(make_batches, repeats: int, step_seconds: float) -> tuple[float, float]:
+    """Median samples/s over `repeats` full epochs, and the process CPU milliseconds per sample.
+
+    CPU time (all threads) per sample does not depend on what else the machine runs, so it still
+    compares settings when other processes share the cores and wall-clock rates get noisy.
+    """
+    rates, costs = [], []
     for epoch in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         count = 0
         for batch in make_batches(epoch):
             count += batch["image"].shape[0]
             if step_seconds:
                 time.sleep(step_seconds)
         rates.append(count / (time.perf_counter() - start))
-    return statistics.median(rates)
+        costs.append(1000 * (time.process_time() - cpu) / count)
+    return statistics.median(rates), statistics.median(costs)
 
 
 def article_pipeline(samples: list[dict], batch_size: int, prefetch: int, threads: int):
@@ -95,8 +100,11 @@ def main() -> None:
         for batch in Stream(samples, batch_size=args.batch_size, transforms=[LoadNumpy(PAIRED)]):
             del batch
         step = args.step_ms / 1000
-        print(f"\nsamples/s, batch {args.batch_size}, consumer {args.step_ms:g} ms/batch")
-        print("threads \\ prefetch | " + " | ".join(f"{p:>6}" for p in args.prefetch))
+        print(
+            f"\nsamples/s (CPU ms per sample), batch {args.batch_size}, "
+            f"consumer {args.step_ms:g} ms/batch"
+        )
+        print("threads \\ prefetch | " + " | ".join(f"{p:>12}" for p in args.prefetch))
         for threads in args.threads:
             row = []
             for prefetch in args.prefetch:
@@ -113,14 +121,17 @@ def main() -> None:
                     return stream
 
                 row.append(time_epochs(make, args.repeats, step))
-            print(f"{threads:>17} | " + " | ".join(f"{r:>6.0f}" for r in row))
+            print(f"{threads:>17} | " + " | ".join(f"{r:>5.0f} ({c:4.2f})" for r, c in row))
         loads_only = Stream(samples, batch_size=args.batch_size, transforms=[LoadNumpy(PAIRED)])
-        rate = time_epochs(lambda e: loads_only, args.repeats, step)
-        print(f"\nStream, loading only (no augmentation), defaults: {rate:.0f} samples/s")
+        rate, cost = time_epochs(lambda e: loads_only, args.repeats, step)
+        print(f"\nStream, loading only, defaults: {rate:.0f} samples/s ({cost:.2f} CPU ms/sample)")
         threads = max(args.threads)
         make = article_pipeline(samples, args.batch_size, 2 * threads, threads)
-        rate = time_epochs(make, args.repeats, step)
-        print(f"article pipeline, loading only, {threads} threads: {rate:.0f} samples/s")
+        rate, cost = time_epochs(make, args.repeats, step)
+        print(
+            f"article pipeline, loading only, {threads} threads: {rate:.0f} samples/s "
+            f"({cost:.2f} CPU ms/sample)"
+        )
 
 
 if __name__ == "__main__":

@@ -103,6 +103,27 @@ def export_variant(
     return {"timings": timings, "ops": ops, "size": size, "primitives": primitives}
 
 
+def trained_like(model: Any, seed: int = 0) -> Any:
+    """Random BatchNorm statistics and affine parameters, as training leaves them.
+
+    Freshly initialised torchvision-style heads output values around 1e-9, below float16's
+    range, so float16 packages would round them to zero; these statistics keep activations at
+    the magnitudes a trained network has.
+    """
+    import mlx.nn as nn
+
+    rng = np.random.default_rng(seed)
+    for _, module in model.named_modules():
+        if isinstance(module, nn.BatchNorm):
+            c = module.running_mean.shape[0]
+            module.running_mean = mx.array(rng.normal(0, 0.5, c).astype(np.float32))
+            module.running_var = mx.array(rng.uniform(0.5, 2.0, c).astype(np.float32))
+            if "weight" in module:
+                module.weight = mx.array(rng.uniform(0.5, 1.5, c).astype(np.float32))
+                module.bias = mx.array(rng.normal(0, 0.2, c).astype(np.float32))
+    return model
+
+
 def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     fn()  # warm-up (compilation, caches)
     samples = []
@@ -133,7 +154,7 @@ def main() -> None:
         for name in args.models.split(","):
             make, shape = MODELS[name]
             mx.random.seed(0)
-            model = make()
+            model = trained_like(make())
             model.eval()
             mx.eval(model.parameters())
             x = mx.random.normal(shape)

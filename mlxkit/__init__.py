@@ -4,6 +4,8 @@
 Importing mlxkit before `mlx.core` lets it load an optimized BLAS on Linux (see `mlxkit._blas`).
 """
 
+__version__ = "0.1.0"
+
 from mlxkit import _blas
 
 _blas.load()
@@ -13,8 +15,6 @@ from mlxkit.callbacks import History  # noqa: E402
 from mlxkit.checkpoint import CheckpointError, load_weights  # noqa: E402
 from mlxkit.summary import summary  # noqa: E402
 from mlxkit.trainer import Trainer  # noqa: E402
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",

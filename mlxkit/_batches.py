@@ -6,7 +6,8 @@ too:
 - `iter(source)` yields batches: `(x, y)` tuples or dicts of arrays (NumPy or MLX);
 - `len(source)`, when defined, is the number of batches per epoch;
 - `source.set_epoch(epoch, start_batch=0)`, when defined, fixes that epoch's order as a pure
-  function of the seed and the epoch, and skips the first `start_batch` batches (exact mid-epoch resume).
+  function of the seed and the epoch, and skips the first `start_batch` batches (exact mid-epoch
+  resume).
 
 `ArrayBatches` implements it for in-memory arrays: they are copied to MLX once, and each batch is a
 gather on the device, so no per-step NumPy copy happens.
@@ -15,13 +16,23 @@ gather on the device, so no per-step NumPy copy happens.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
 ARRAY_TYPES = (np.ndarray, mx.array)
+
+
+def flat_items(tree: Any, **kwargs: Any) -> list[tuple[str, Any]]:
+    """`mlx.utils.tree_flatten` as a typed list of `(path, leaf)` pairs."""
+    return cast(list[tuple[str, Any]], tree_flatten(tree, **kwargs))
+
+
+def to_float(value: mx.array) -> float:
+    """A scalar array's value as a Python float (one device sync)."""
+    return float(cast(float, value.item()))
 
 
 def is_array_tree(value: Any) -> bool:
@@ -33,7 +44,7 @@ def is_array_tree(value: Any) -> bool:
         return True
     if isinstance(value, (tuple, dict)) and value:
         leaves = [
-            leaf for _, leaf in tree_flatten(value, is_leaf=lambda v: isinstance(v, np.ndarray))
+            leaf for _, leaf in flat_items(value, is_leaf=lambda v: isinstance(v, np.ndarray))
         ]
         return bool(leaves) and all(isinstance(leaf, ARRAY_TYPES) for leaf in leaves)
     return False
@@ -42,8 +53,7 @@ def is_array_tree(value: Any) -> bool:
 def num_samples(tree: Any, argument: str) -> int:
     """The common leading dimension of every array in `tree`, or a ValueError naming `argument`."""
     leaves = [
-        (name, leaf)
-        for name, leaf in tree_flatten(tree, is_leaf=lambda v: isinstance(v, np.ndarray))
+        (name, leaf) for name, leaf in flat_items(tree, is_leaf=lambda v: isinstance(v, np.ndarray))
     ]
     sizes = {name or argument: (leaf.shape[0] if leaf.ndim else None) for name, leaf in leaves}
     if any(size is None for size in sizes.values()):
@@ -53,7 +63,7 @@ def num_samples(tree: Any, argument: str) -> int:
         )
     if len(set(sizes.values())) != 1:
         raise ValueError(f"The arrays in `{argument}` have different lengths: {sizes}")
-    return next(iter(sizes.values()))
+    return int(next(iter(sizes.values())) or 0)
 
 
 def to_mx(tree: Any) -> Any:

@@ -146,7 +146,10 @@ def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> str:
     Under distributed training only rank 0 writes; the other ranks return at once.
 
     Example:
-        >>> trainer.save_checkpoint("runs/ckpt")  # doctest: +SKIP
+        >>> path = trainer.save_checkpoint("runs/ckpt")
+        >>> sorted(os.listdir(path))  # doctest: +NORMALIZE_WHITESPACE
+        ['callbacks.safetensors', 'model.safetensors', 'optimizer.safetensors',
+         'state.safetensors', 'trainer.json']
     """
     import mlxkit
 
@@ -266,7 +269,13 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
     the model is of another class, a `CheckpointError` lists every problem and nothing is applied.
 
     Example:
-        >>> trainer.load_checkpoint("runs/ckpt")  # doctest: +SKIP
+        >>> path = trainer.save_checkpoint("runs/ckpt")  # after 2 epochs
+        >>> trainer.load_checkpoint("runs/ckpt")
+        >>> trainer.epoch
+        2
+        >>> history = trainer.fit(x, y, epochs=4, resume_from="runs/ckpt", verbose=0)
+        >>> history.epoch  # epochs 0 and 1 came from the checkpoint
+        [0, 1, 2, 3]
     """
     meta, arrays = read_checkpoint(path)
     problems = []
@@ -341,7 +350,14 @@ def load_weights(model: Any, path: str | os.PathLike) -> None:
     Missing, unexpected and wrongly shaped keys are all listed, and nothing is applied.
 
     Example:
-        >>> load_weights(model, "runs/ckpt")  # doctest: +SKIP
+        >>> path = trainer.save_checkpoint("runs/ckpt")
+        >>> load_weights(model, "runs/ckpt")
+        >>> load_weights(nn.Linear(4, 2), "runs/ckpt")
+        Traceback (most recent call last):
+          ...
+        mlxkit.checkpoint.CheckpointError: Weights '...' do not match Linear; nothing was loaded:
+        - model.safetensors: missing keys ['bias', 'weight']
+        - model.safetensors: unexpected keys ['layers.0.bias', ...]
     """
     path = os.fspath(path)
     if os.path.isdir(path):

@@ -12,8 +12,7 @@ def doctor(args: argparse.Namespace) -> int:
     """Prints the MLX version, the device, the BLAS in use, and how to get a faster one."""
     import mlx.core as mx
 
-    import mlxkit
-    from mlxkit import _blas
+    from mlxkit import __version__, _blas
 
     status = _blas.status
     a = mx.random.normal((256, 256))
@@ -22,8 +21,8 @@ def doctor(args: argparse.Namespace) -> int:
     for _ in range(20):
         mx.eval(a @ a)
     matmul_ms = (time.perf_counter() - start) / 20 * 1e3
-    print(f"mlxkit      {mlxkit.__version__}")
-    print(f"mlx         {mx.__version__}")
+    print(f"mlxkit      {__version__}")
+    print(f"mlx         {getattr(mx, '__version__', 'unknown')}")
     print(f"python      {platform.python_version()} ({sys.executable})")
     print(f"platform    {platform.platform()}")
     print(f"device      {mx.default_device()}")
@@ -46,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         from mlxkit.export import _cli as export_cli
-    except ImportError:
-        export_cli = None
-    if export_cli is not None:
+    except ImportError:  # the export extras are missing: `mlxkit doctor` still works
+        pass
+    else:
         export_cli.add_parser(commands)
     args = parser.parse_args(argv)
     return int(args.run(args) or 0)

@@ -6,8 +6,8 @@ Launch one process per device or host with `mlx.launch`, e.g. two local processe
 
 Inside, `Trainer` finds the group by itself (`distributed=None`): each rank trains on a disjoint
 shard of every epoch, gradients are averaged with an all-reduce inside the compiled step, metric
-sums are all-reduced at epoch ends so every rank logs the same values, and only rank 0 prints or writes
-files. `batch_size` is per rank: the global batch is `batch_size * world_size`, so scale the
+sums are all-reduced at epoch ends so every rank logs the same values, and only rank 0 prints or
+writes files. `batch_size` is per rank: the global batch is `batch_size * world_size`, so scale the
 learning rate accordingly (linearly for SGD, with a warm-up for large worlds).
 
 This module owns the group discovery and the collectives the Trainer uses; it imports only MLX.

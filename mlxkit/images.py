@@ -69,7 +69,8 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> str:
     Example:
         >>> import tempfile, os
         >>> path = save_png(np.zeros((2, 3, 3)), os.path.join(tempfile.mkdtemp(), "black.png"))
-        >>> open(path, "rb").read(8) == b"\\x89PNG\\r\\n\\x1a\\n"
+        >>> with open(path, "rb") as f:
+        ...     f.read(8) == b"\\x89PNG\\r\\n\\x1a\\n"
         True
     """
     array = np.asarray(image)

@@ -7,11 +7,12 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten
+
+from mlxkit._batches import flat_items
 
 
 def _count(tree: Any) -> int:
-    return sum(v.size for _, v in tree_flatten(tree) if isinstance(v, mx.array))
+    return sum(int(v.size) for _, v in flat_items(tree) if isinstance(v, mx.array))
 
 
 def _shape(value: Any) -> str:

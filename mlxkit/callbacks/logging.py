@@ -24,7 +24,13 @@ class CSVLogger(Callback):
         append: Always append to an existing file.
 
     Example:
-        >>> trainer.fit(x, y, epochs=3, callbacks=[CSVLogger("runs/log.csv")])  # doctest: +SKIP
+        >>> history = trainer.fit(x, y, epochs=3, callbacks=[CSVLogger("runs/log.csv")], verbose=0)
+        >>> with open("runs/log.csv") as f:
+        ...     print(f.read())
+        epoch,accuracy,...,loss,...
+        0,...
+        1,...
+        2,...
     """
 
     def __init__(self, filename: str | os.PathLike, *, separator: str = ",", append: bool = False):
@@ -94,7 +100,12 @@ class TerminateOnNaN(Callback):
     It reads the loss after every batch, which costs one host sync per step.
 
     Example:
-        >>> trainer.fit(x, y, epochs=10, callbacks=[TerminateOnNaN()])  # doctest: +SKIP
+        >>> broken = np.full_like(x, np.nan)
+        >>> history = trainer.fit(broken, y, epochs=10, callbacks=[TerminateOnNaN()], verbose=0)
+        TerminateOnNaN: batch 0: invalid loss, terminating training
+        mlxkit: the training loss was NaN or infinite at epoch 1, step 1 (1-based)...
+        >>> history.epoch
+        [0]
     """
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
@@ -108,8 +119,10 @@ class LambdaCallback(Callback):
     """A callback built from functions, one per hook, named as the hooks.
 
     Example:
-        >>> printer = LambdaCallback(on_epoch_end=lambda epoch, logs: print(epoch, logs["loss"]))
-        >>> trainer.fit(x, y, epochs=2, callbacks=[printer])  # doctest: +SKIP
+        >>> printer = LambdaCallback(on_epoch_end=lambda epoch, logs: print(f"epoch {epoch} done"))
+        >>> history = trainer.fit(x, y, epochs=2, callbacks=[printer], verbose=0)
+        epoch 0 done
+        epoch 1 done
     """
 
     def __init__(self, **hooks: Callable[..., Any]):

@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from mlxkit._batches import to_float
 from mlxkit.callbacks.base import Callback
 
 _HIDDEN = {"peak_memory_mb", "active_memory_mb"}
@@ -38,7 +39,9 @@ class ProgressBar(Callback):
         refresh_seconds: Minimum time between two refreshes of the bar.
 
     Example:
-        >>> trainer.fit(x, y, callbacks=[ProgressBar(mode="line")], verbose=0)  # doctest: +SKIP
+        >>> history = trainer.fit(x, y, epochs=2, callbacks=[ProgressBar(mode="line")], verbose=0)
+        Epoch 1/2 - ... - loss ...
+        Epoch 2/2 - ... - loss ...
     """
 
     def __init__(self, mode: Literal["auto", "bar", "line"] = "auto", *, refresh_seconds=0.25):
@@ -74,6 +77,7 @@ class ProgressBar(Callback):
             )
             self._bar.update(self.trainer.start_batch)
             self._last_refresh = time.perf_counter()
+            self._samples_start: float | None = None
 
     def _on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
         if self._bar is None:
@@ -81,8 +85,13 @@ class ProgressBar(Callback):
         self._bar.update(1)
         now = time.perf_counter()
         if logs is not None and now - self._last_refresh >= self.refresh_seconds:
-            self._last_refresh = now
-            self._bar.set_postfix_str(_format(logs), refresh=True)
+            text = _format(logs)  # reading the logs syncs the device, so the count below is free
+            samples = to_float(self.trainer.loss_state["count"])
+            if self._samples_start is not None:
+                rate = (samples - self._samples_start) / (now - self._last_refresh)
+                text += f" - {rate:,.0f} samples/s"
+            self._samples_start, self._last_refresh = samples, now
+            self._bar.set_postfix_str(text, refresh=True)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         seconds = time.perf_counter() - self._epoch_start

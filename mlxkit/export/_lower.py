@@ -730,12 +730,10 @@ class Lowerer:
         self.set(node.outputs[0], var, x.perm)
 
     def _concatenate(self, node: Node) -> None:
-        rank = len(self.graph.shapes[node.outputs[0]])
         perm = self._layout_for(node.inputs, self.graph.shapes[node.outputs[0]])
         values = [self.var(name, perm) for name in node.inputs]
         var = self.mb.concat(values=values, axis=perm.index(node.args[0]))
         self.set(node.outputs[0], var, perm)
-        del rank
 
     def _split(self, node: Node) -> None:
         x = self.materialize(self.value(node.inputs[0]))

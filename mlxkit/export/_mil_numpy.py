@@ -241,10 +241,12 @@ def load_mlpackage(path: str | os.PathLike[str]) -> LoadedProgram:
     """Parses a saved `.mlpackage` (manifest, model protobuf, weights) into a `LoadedProgram`.
 
     Example:
-        >>> from mlxkit.export import load_mlpackage
-        >>> program = load_mlpackage("model.mlpackage")  # doctest: +SKIP
-        >>> program.op_counts()  # doctest: +SKIP
-        {'conv': 3, 'relu': 2, 'max_pool': 1}
+        >>> import mlx.core as mx, mlx.nn as nn
+        >>> from mlxkit.export import load_mlpackage, to_coreml
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> _ = to_coreml(model, mx.zeros((1, 4)), "model.mlpackage", compute_precision="float32")
+        >>> load_mlpackage("model.mlpackage").op_counts()
+        {'linear': 2, 'relu': 1}
     """
     from coremltools.proto import Model_pb2
 
@@ -1021,9 +1023,13 @@ def run_mlpackage_numpy(
         class probabilities).
 
     Example:
-        >>> import numpy as np
-        >>> from mlxkit.export import run_mlpackage_numpy
-        >>> outputs = run_mlpackage_numpy("model.mlpackage", np.zeros((1, 4), np.float32))
-        ... # doctest: +SKIP
+        >>> import mlx.core as mx, mlx.nn as nn, numpy as np
+        >>> from mlxkit.export import run_mlpackage_numpy, to_coreml
+        >>> model = nn.Linear(4, 2)
+        >>> _ = to_coreml(model, mx.zeros((1, 4)), "model.mlpackage", compute_precision="float32")
+        >>> x = np.ones((1, 4), np.float32)
+        >>> outputs = run_mlpackage_numpy("model.mlpackage", x)
+        >>> np.allclose(outputs["output"], np.array(model(mx.array(x))), atol=1e-5)
+        True
     """
     return run_program(load_mlpackage(path), inputs)

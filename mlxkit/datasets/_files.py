@@ -3,11 +3,13 @@ and the completion marker of generated datasets."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import struct
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -162,12 +164,24 @@ class GeneratedFolder:
     `STARTED` is written before the first file and `DONE` (holding the parameters) after the last.
     A folder with `DONE` and the same parameters is reused; one with `STARTED` but no matching
     `DONE` is an interrupted or different run of this generator and is cleared; a non-empty folder
-    with neither marker belongs to someone else and is refused.
+    with neither marker belongs to someone else and is refused. `exclusive()` serialises
+    generators working on the same folder, e.g. every rank of a data-parallel run.
     """
 
     def __init__(self, root: Path, params: dict[str, Any], owned: Iterable[str]):
         self.root, self.params, self.owned = root, params, list(owned)
         self.done, self.started = root / "DONE", root / ".STARTED"
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Holds an advisory lock on `<root>/.lock` for as long as the block runs."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def is_complete(self) -> bool:
         if not self.done.is_file():
@@ -197,4 +211,4 @@ class GeneratedFolder:
 
     def finish(self) -> None:
         atomic_write(self.done, json.dumps(self.params, indent=2).encode())
-        self.started.unlink()
+        self.started.unlink(missing_ok=True)

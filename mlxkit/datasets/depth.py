@@ -115,7 +115,8 @@ def make_synthetic_depth(
 
     Finished output is detected and reused (a `DONE` file holds the parameters); an interrupted
     or different earlier run of this function is detected and redone; a folder holding other data
-    is refused.
+    is refused. Processes generating into the same folder at once (the ranks of a data-parallel
+    run) take turns on a lock file, so one writes and the others reuse its output.
 
     Args:
         root: The folder to write `train/` and `val/` into.
@@ -157,19 +158,20 @@ def make_synthetic_depth(
         "width": int(width),
     }
     marker = GeneratedFolder(root, params, owned=SPLITS)
-    if marker.is_complete():
-        return root
-    marker.begin()
-    for split, count, stream in (("train", num_train, 0), ("val", num_val, 1)):
-        for key in ("image", "depth", "label"):
-            (root / split / key).mkdir(parents=True, exist_ok=True)
-        for index in range(count):
-            rng = np.random.default_rng([seed, stream, index])
-            image, depth, label = render_depth_scene(rng, height, width)
-            save_npy(root / split / "image" / f"{index}.npy", image)
-            save_npy(root / split / "depth" / f"{index}.npy", depth)
-            save_npy(root / split / "label" / f"{index}.npy", label)
-    marker.finish()
+    with marker.exclusive():
+        if marker.is_complete():
+            return root
+        marker.begin()
+        for split, count, stream in (("train", num_train, 0), ("val", num_val, 1)):
+            for key in ("image", "depth", "label"):
+                (root / split / key).mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                rng = np.random.default_rng([seed, stream, index])
+                image, depth, label = render_depth_scene(rng, height, width)
+                save_npy(root / split / "image" / f"{index}.npy", image)
+                save_npy(root / split / "depth" / f"{index}.npy", depth)
+                save_npy(root / split / "label" / f"{index}.npy", label)
+        marker.finish()
     return root
 
 

@@ -79,6 +79,7 @@ def make_synthetic_people(
 
     A `DONE` file holding the parameters marks finished output, which is reused; an interrupted
     or different earlier run of this function is redone; a folder holding other data is refused.
+    Processes generating into the same folder at once take turns on a lock file.
 
     Args:
         root: The folder to write `images/` and `masks/` into.
@@ -112,16 +113,17 @@ def make_synthetic_people(
         "size": [height, width],
     }
     marker = GeneratedFolder(root, params, owned=("images", "masks"))
-    if marker.is_complete():
-        return root
-    marker.begin()
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "masks").mkdir(parents=True, exist_ok=True)
-    for index in range(num):
-        image, mask = render_people_scene(np.random.default_rng([seed, index]), height, width)
-        write_png(root / "images" / f"{index}.png", image)
-        write_png(root / "masks" / f"{index}.png", mask)
-    marker.finish()
+    with marker.exclusive():
+        if marker.is_complete():
+            return root
+        marker.begin()
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        for index in range(num):
+            image, mask = render_people_scene(np.random.default_rng([seed, index]), height, width)
+            write_png(root / "images" / f"{index}.png", image)
+            write_png(root / "masks" / f"{index}.png", mask)
+        marker.finish()
     return root
 
 

@@ -248,7 +248,13 @@ def load_mlpackage(path: str | os.PathLike[str]) -> LoadedProgram:
         >>> load_mlpackage("model.mlpackage").op_counts()
         {'linear': 2, 'relu': 1}
     """
-    from coremltools.proto import Model_pb2
+    try:
+        from coremltools.proto import Model_pb2
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "Reading .mlpackage files needs coremltools' protobuf definitions: "
+            "`pip install coremltools`."
+        ) from error
 
     package = os.fspath(path)
     model_path, weights_dir = _model_paths(package)

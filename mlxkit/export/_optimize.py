@@ -457,7 +457,7 @@ def fuse_activations(graph: Graph) -> None:
             if name not in graph.constants and _is_float(graph, name)
         }
         best: tuple[int, str, str, dict[str, float], list[Node]] | None = None
-        for source in sources:
+        for source in sorted(sources):  # sorted: the same fusions on every run
             members = _region(index, sink, source, cone)
             if not members or (best is not None and len(members) <= best[0]):
                 continue

@@ -11,13 +11,16 @@ coremltools is imported lazily; without it, `to_coreml` raises an `ImportError` 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -180,13 +183,20 @@ def _human_size(size: int) -> str:
 
 def require_coremltools() -> Any:
     """Imports coremltools, or raises an ImportError with the install command."""
+    # Off macOS, coremltools logs "Failed to load _MLModelProxy" and the like at import: its native
+    # runtime exists only on Apple platforms, which mlxkit knows and says in its docs.
+    logger = logging.getLogger("coremltools")
+    level = logger.level
+    if sys.platform != "darwin":
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
-            # coremltools warns about its missing native runtime on Linux at import time.
             warnings.simplefilter("ignore")
             import coremltools
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(_INSTALL_HINT) from error
+    finally:
+        logger.setLevel(level)
     return coremltools
 
 
@@ -326,6 +336,19 @@ def _build_program(
     return program
 
 
+@contextlib.contextmanager
+def _quiet_pass_pipelines() -> Iterator[None]:
+    """Hides coremltools' progress bar per MIL pass pipeline; the conversion report replaces it."""
+    from coremltools.converters.mil.mil.passes import pass_pipeline
+
+    original = pass_pipeline.tqdm
+    pass_pipeline.tqdm = lambda iterable, **kwargs: iterable
+    try:
+        yield
+    finally:
+        pass_pipeline.tqdm = original
+
+
 def to_coreml(
     model: nn.Module | Callable[..., Any],
     example_inputs: Any,
@@ -385,8 +408,10 @@ def to_coreml(
         >>> from mlxkit.export import to_coreml
         >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
         >>> result = to_coreml(model, mx.zeros((1, 4)), "mlp.mlpackage")
-        >>> print(result.report)
-        Core ML export: ... ops, 58 parameters, precision float16, ...
+        >>> result.path
+        'mlp.mlpackage'
+        >>> result.report.op_counts
+        {'cast': 2, 'linear': 2, 'relu': 1}
     """
     text_path = _check_path(path)
     if compute_precision not in _PRECISIONS:
@@ -532,7 +557,7 @@ def to_coreml(
         convert_kwargs["inputs"] = specs
     if class_labels is not None:
         convert_kwargs["classifier_config"] = ct.ClassifierConfig(list(class_labels))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_pass_pipelines():
         # coremltools leaves its temporary weights directory to the garbage collector, which
         # warns; the directory is removed either way.
         warnings.filterwarnings("ignore", "Implicitly cleaning up", ResourceWarning)

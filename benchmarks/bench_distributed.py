@@ -27,13 +27,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def worker(data: str | None, out: str) -> None:
     """One rank's work: an epoch of fit, then 200 timed all-reduces of the MLP's gradients."""
     import mlxkit  # noqa: F401  (fast BLAS before mlx.core)
+    from mlxkit import Trainer
+    from mlxkit.datasets import load_mnist, make_synthetic_digits
+
     import mlx.core as mx
     import mlx.nn as nn
     import mlx.optimizers as optim
     import numpy as np
-
-    from mlxkit import Trainer
-    from mlxkit.datasets import load_mnist, make_synthetic_digits
 
     if data:
         (x, y), _ = load_mnist(data)
@@ -104,16 +104,22 @@ def main() -> None:
     for _ in range(args.repeats):
         for ranks in (1, 2):
             results[ranks].append(run(ranks, args.data))
-    print(f"MLP 784-128-10, batch 64 per rank, {os.cpu_count()} CPU cores, "
-          f"median of {args.repeats} interleaved runs")
-    print(f"{'ranks':>5} {'s/epoch':>9} {'samples/s':>11} {'vs 1 rank':>10} "
-          f"{'all-reduce us/step':>19} {'final loss':>11}")
+    print(
+        f"MLP 784-128-10, batch 64 per rank, {os.cpu_count()} CPU cores, "
+        f"median of {args.repeats} interleaved runs"
+    )
+    print(
+        f"{'ranks':>5} {'s/epoch':>9} {'samples/s':>11} {'vs 1 rank':>10} "
+        f"{'all-reduce us/step':>19} {'final loss':>11}"
+    )
     base = statistics.median(r["samples_per_second"] for r in results[1])
     for ranks, runs in results.items():
         rate = statistics.median(r["samples_per_second"] for r in runs)
-        print(f"{ranks:>5} {statistics.median(r['seconds'] for r in runs):>9.2f} {rate:>11,.0f} "
-              f"{rate / base:>9.2f}x {statistics.median(r['allreduce_us'] for r in runs):>19.0f} "
-              f"{statistics.median(r['loss'] for r in runs):>11.4f}")
+        print(
+            f"{ranks:>5} {statistics.median(r['seconds'] for r in runs):>9.2f} {rate:>11,.0f} "
+            f"{rate / base:>9.2f}x {statistics.median(r['allreduce_us'] for r in runs):>19.0f} "
+            f"{statistics.median(r['loss'] for r in runs):>11.4f}"
+        )
 
 
 if __name__ == "__main__":

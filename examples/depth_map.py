@@ -23,10 +23,6 @@ import os
 import time
 from pathlib import Path
 
-import mlx.core as mx
-import mlx.optimizers as optim
-import numpy as np
-
 from mlxkit import Trainer
 from mlxkit.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint
 from mlxkit.data import LoadNumpy, RandomBlur, RandomBrightness, RandomNoise, Stream, Transform
@@ -34,6 +30,10 @@ from mlxkit.datasets import depth_samples, make_synthetic_depth
 from mlxkit.images import colormap, image_grid, save_png
 from mlxkit.metrics import RMSE, AbsRel, DeltaAccuracy
 from mlxkit.models import depth_resnet20
+
+import mlx.core as mx
+import mlx.optimizers as optim
+import numpy as np
 
 
 def parse_args() -> argparse.Namespace:

@@ -19,13 +19,14 @@ import argparse
 import os
 from pathlib import Path
 
-import mlx.optimizers as optim
-import numpy as np
-
 from mlxkit import Trainer
 from mlxkit.callbacks import EarlyStopping, LambdaCallback, ModelCheckpoint
 from mlxkit.datasets import load_mnist, make_synthetic_digits
 from mlxkit.models import gluon_mlp
+
+import mlx.core as mx
+import mlx.optimizers as optim
+import numpy as np
 
 
 def parse_args() -> argparse.Namespace:
@@ -66,6 +67,7 @@ def load(args: argparse.Namespace):
 def main() -> None:
     args = parse_args()
     (x_train, y_train), (x_test, y_test) = load(args)
+    mx.random.seed(args.seed)  # the initial weights, then fit(seed=) the data order
     model = gluon_mlp()
     trainer = Trainer(
         model,

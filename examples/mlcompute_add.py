@@ -11,10 +11,10 @@ Run:
 import argparse
 import os
 
-import mlx.core as mx
-
 import mlxkit  # noqa: F401  (before mlx.core: loads a fast BLAS on Linux)
 from mlxkit.export import run_mlpackage_numpy, to_coreml, to_mlxfn
+
+import mlx.core as mx
 
 parser = argparse.ArgumentParser(description="MLCompute's add-two-layers graph in MLX")
 parser.add_argument("--out", default="runs/mlcompute_add")

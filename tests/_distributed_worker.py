@@ -8,13 +8,13 @@ import json
 import os
 import sys
 
-import mlx.core as mx
-import mlx.optimizers as optim
-from mlx.utils import tree_flatten
-
 import mlxkit  # noqa: F401  (loads the fast BLAS before mlx.core)
 from mlxkit import Trainer
 from mlxkit.callbacks import LambdaCallback, ModelCheckpoint
+
+import mlx.core as mx
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten
 
 sys.path.insert(0, os.path.dirname(__file__))
 from distributed_problem import BATCH_PER_RANK, make_data, make_model

@@ -9,14 +9,15 @@ import subprocess
 import sys
 import time
 
+import mlxkit
+from mlxkit import Trainer
+
 import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-import mlxkit
-from mlxkit import Trainer
 from tests.distributed_problem import BATCH_PER_RANK, global_batches_order, make_data, make_model
 
 WORKER = os.path.join(os.path.dirname(__file__), "_distributed_worker.py")

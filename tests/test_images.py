@@ -1,9 +1,9 @@
 """PNG writing and grids, decoded back with matplotlib's independent PNG reader."""
 
+from mlxkit.images import colormap, image_grid, save_png
+
 import numpy as np
 import pytest
-
-from mlxkit.images import colormap, image_grid, save_png
 
 matplotlib_image = pytest.importorskip("matplotlib.image")
 

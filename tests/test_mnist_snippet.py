@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlxkit import Trainer
+from mlxkit.datasets import load_mnist
+
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
-
-from mlxkit import Trainer
-from mlxkit.datasets import load_mnist
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 

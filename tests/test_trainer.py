@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import mlxkit
+from mlxkit import Trainer
+from mlxkit.callbacks import LambdaCallback
+
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
-
-import mlxkit
-from mlxkit import Trainer
-from mlxkit.callbacks import LambdaCallback
 
 
 def classification_data(num=256, features=8, seed=0):

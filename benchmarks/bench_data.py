@@ -21,9 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import mlx.data as dx  # mlx.data does not import mlx.core, so mlxkit still loads its BLAS first
-import numpy as np
-
 from mlxkit.data import (
     LoadNumpy,
     RandomBrightness,
@@ -33,6 +30,9 @@ from mlxkit.data import (
     Stream,
 )
 from mlxkit.datasets import depth_samples, make_synthetic_depth
+
+import mlx.data as dx
+import numpy as np
 
 PAIRED = ("image", "depth")
 

@@ -44,7 +44,15 @@ _META_TYPES: dict[str, tuple[type, ...]] = {
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be applied: missing, corrupt, or of another model or format."""
+    """A checkpoint that cannot be applied: missing, corrupt, or of another model or format.
+
+    Example:
+        >>> try:
+        ...     load_weights(model, "no/such/weights.safetensors")
+        ... except CheckpointError as error:
+        ...     print(error)
+        No weights file at 'no/such/weights.safetensors'.
+    """
 
 
 def _flat(tree: Any) -> dict[str, mx.array]:
@@ -224,7 +232,17 @@ def _compare(name: str, expected: dict[str, mx.array], found: dict[str, mx.array
 def read_checkpoint(
     path: str | os.PathLike,
 ) -> tuple[dict[str, Any], dict[str, dict[str, mx.array]]]:
-    """Reads and validates a checkpoint folder's files without applying them."""
+    """Reads and validates a checkpoint folder's files without applying them.
+
+    Returns:
+        `(meta, arrays)`: the parsed `trainer.json`, and each safetensors file's arrays by name.
+
+    Example:
+        >>> path = trainer.save_checkpoint("runs/ckpt")
+        >>> meta, arrays = read_checkpoint(path)
+        >>> meta["epoch"], sorted(arrays)
+        (2, ['callbacks', 'model', 'optimizer', 'state'])
+    """
     folder = os.fspath(path)
     recover_folder(folder)
     if not os.path.isdir(folder):

@@ -10,9 +10,9 @@ import time
 
 def doctor(args: argparse.Namespace) -> int:
     """Prints the MLX version, the device, the BLAS in use, and how to get a faster one."""
-    import mlx.core as mx
-
     from mlxkit import __version__, _blas
+
+    import mlx.core as mx
 
     status = _blas.status
     a = mx.random.normal((256, 256))
@@ -37,7 +37,14 @@ def doctor(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `mlxkit` console script."""
+    """Entry point of the `mlxkit` console script; returns the exit status.
+
+    Example:
+        >>> status = main(["doctor"])
+        mlxkit      ...
+        >>> status in (0, 1)  # 1: Linux with only MLX's reference BLAS
+        True
+    """
     parser = argparse.ArgumentParser(prog="mlxkit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("doctor", help="print MLX, device and BLAS information").set_defaults(

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mlxkit._batches import flat_items
+
 import mlx.core as mx
 import mlx.nn as nn
-
-from mlxkit._batches import flat_items
 
 
 def _count(tree: Any) -> int:

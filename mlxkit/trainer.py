@@ -17,12 +17,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
-import mlx.core as mx
-import mlx.nn as nn
-import mlx.optimizers as optim
-import numpy as np
-from mlx.utils import tree_map, tree_unflatten
-
 from mlxkit import _blas
 from mlxkit import losses as losses_module
 from mlxkit import metrics as metrics_module
@@ -31,6 +25,12 @@ from mlxkit.callbacks.base import Callback, CallbackList, LazyLogs
 from mlxkit.callbacks.history import History
 from mlxkit.callbacks.progress import ProgressBar
 from mlxkit.distributed import ShardedBatches, all_sum_states, distributed_group
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_map, tree_unflatten
 
 Batch = tuple[Any, Any]
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-
 import mlxkit  # noqa: F401  (before mlx: loads the fast BLAS)
 from mlxkit.data import (
     CenterCrop,
@@ -24,6 +21,9 @@ from mlxkit.data import (
     Transform,
 )
 from mlxkit.datasets._files import write_png
+
+import numpy as np
+import pytest
 
 
 def ids(batches) -> list[list[int]]:

@@ -7,9 +7,6 @@ import json
 import struct
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 import mlxkit  # noqa: F401  (before mlx: loads the fast BLAS)
 from mlxkit.data import LoadImage, LoadNumpy, Stream
 from mlxkit.datasets import (
@@ -26,6 +23,9 @@ from mlxkit.datasets import (
 from mlxkit.datasets._files import write_png
 from mlxkit.datasets.depth import render_depth_scene
 from mlxkit.datasets.segmentation import render_people_scene
+
+import numpy as np
+import pytest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_mnist = pytest.mark.skipif(

@@ -133,6 +133,12 @@ class CallbackList:
 
     `wants(hook)` tells the Trainer whether any callback overrides a hook, so that it can skip
     building batch logs altogether.
+
+    Example:
+        >>> from mlxkit.callbacks import History
+        >>> callbacks = CallbackList([History()], trainer)
+        >>> callbacks.wants("on_epoch_end"), callbacks.wants("on_train_batch_end")
+        (True, False)
     """
 
     def __init__(self, callbacks: list[Callback], trainer: Trainer):

@@ -7,12 +7,12 @@ import shutil
 from collections.abc import Mapping
 from typing import Any
 
-import mlx.core as mx
-from mlx.utils import tree_flatten
-
 from mlxkit.callbacks.base import Callback
 from mlxkit.callbacks.monitor import Mode, Monitor
 from mlxkit.checkpoint import recover_folder, save_checkpoint
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
 
 
 class ModelCheckpoint(Callback):

@@ -6,10 +6,10 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from mlxkit.callbacks.base import Callback
+
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
-
-from mlxkit.callbacks.base import Callback
 
 Mode = Literal["auto", "min", "max"]
 

@@ -44,7 +44,9 @@ class ProgressBar(Callback):
         Epoch 2/2 - ... - loss ...
     """
 
-    def __init__(self, mode: Literal["auto", "bar", "line"] = "auto", *, refresh_seconds=0.25):
+    def __init__(
+        self, mode: Literal["auto", "bar", "line"] = "auto", *, refresh_seconds: float = 0.25
+    ):
         if mode not in ("auto", "bar", "line"):
             raise ValueError(
                 f"ProgressBar: `mode` must be 'auto', 'bar' or 'line'. Received: mode={mode!r}"

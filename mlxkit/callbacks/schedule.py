@@ -6,10 +6,10 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-import mlx.core as mx
-
 from mlxkit.callbacks.base import Callback
 from mlxkit.callbacks.monitor import settable_learning_rate
+
+import mlx.core as mx
 
 
 class LearningRateScheduler(Callback):

@@ -25,9 +25,9 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-import numpy as np
-
 from mlxkit.data.transforms import Sample, Transform, as_keys, as_size, get_array
+
+import numpy as np
 
 _FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
 

@@ -17,9 +17,9 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
-
 from mlxkit.datasets._files import GeneratedFolder, npy_header, pair_by_stem, save_npy
+
+import numpy as np
 
 SPLITS = ("train", "val")
 

@@ -18,9 +18,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from mlxkit.datasets._files import GeneratedFolder, pair_by_stem, write_png
+
+import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

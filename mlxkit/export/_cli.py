@@ -153,10 +153,10 @@ def _load_factory(spec: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Runs `mlxkit export` with parsed arguments; returns the process exit status."""
+    from mlxkit.export import ImageInput, UnsupportedOperationError, to_coreml, to_mlxfn
+
     import mlx.core as mx
     import mlx.nn as nn
-
-    from mlxkit.export import ImageInput, UnsupportedOperationError, to_coreml, to_mlxfn
 
     try:
         kwargs = json.loads(args.kwargs)

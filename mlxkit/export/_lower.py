@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from mlxkit.export import _primitives as prim
 from mlxkit.export._trace import Graph, Node
+
+import numpy as np
 
 _UNARY = {
     "Abs": "abs",

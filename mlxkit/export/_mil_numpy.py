@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from mlxkit.export import _primitives as prim
+
+import numpy as np
 
 # MIL DataType enum values (coremltools/proto/MIL.proto) to NumPy dtypes.
 _PROTO_DTYPES = {

@@ -18,11 +18,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from mlxkit.export import _primitives as prim
 from mlxkit.export._mil_numpy import upsample_bilinear_nchw, upsample_nearest_nchw
 from mlxkit.export._trace import Graph, Node
+
+import numpy as np
 
 # Largest constant (in elements) that folding may create; bigger results stay as ops.
 _MAX_FOLDED_ELEMENTS = 1 << 24

@@ -24,15 +24,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import mlx.core as mx
-import mlx.nn as nn
-import numpy as np
-from mlx.utils import tree_flatten
-
 from mlxkit.export._lower import Lowerer, channels_first, output_var, unsupported
 from mlxkit.export._mil_numpy import load_mlpackage
 from mlxkit.export._optimize import optimize
 from mlxkit.export._trace import Graph, as_function, normalize_inputs, trace
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten
 
 ComputePrecision = Literal["float16", "float32"]
 ComputeUnits = Literal["all", "cpu_only", "cpu_and_gpu", "cpu_and_ne"]

@@ -11,10 +11,10 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from mlxkit.export._trace import as_function, normalize_inputs
+
 import mlx.core as mx
 import mlx.nn as nn
-
-from mlxkit.export._trace import as_function, normalize_inputs
 
 
 def to_mlxfn(

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import os
 
-import mlx.core as mx
-import mlx.nn as nn
-
 from mlxkit.models._common import (
     check_images,
     check_positive_int,
@@ -31,6 +28,9 @@ from mlxkit.models._common import (
     load_weights,
     normal,
 )
+
+import mlx.core as mx
+import mlx.nn as nn
 
 __all__ = ["DCGANDiscriminator", "DCGANGenerator", "dcgan_discriminator", "dcgan_generator"]
 

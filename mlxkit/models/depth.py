@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 
+from mlxkit.models._common import check_images, load_weights
+
 import mlx.core as mx
 import mlx.nn as nn
-
-from mlxkit.models._common import check_images, load_weights
 
 __all__ = ["DepthResNet20", "depth_resnet20"]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 
+from mlxkit.models._common import check_images, glorot_uniform, init_weights, load_weights
+
 import mlx.core as mx
 import mlx.nn as nn
-
-from mlxkit.models._common import check_images, glorot_uniform, init_weights, load_weights
 
 __all__ = ["FluxMnistCNN", "flux_mnist_cnn"]
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import os
 
-import mlx.core as mx
-import mlx.nn as nn
-import numpy as np
-
 from mlxkit.models._common import (
     check_positive_int,
     check_probability,
     glorot_uniform,
     load_weights,
 )
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
 
 __all__ = ["GCN", "GraphConvolution", "gcn", "normalized_adjacency"]
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 
+from mlxkit.models._common import init_weights, load_weights, normal
+
 import mlx.core as mx
 import mlx.nn as nn
-
-from mlxkit.models._common import init_weights, load_weights, normal
 
 __all__ = ["GluonMLP", "gluon_mlp"]
 

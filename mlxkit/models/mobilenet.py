@@ -16,9 +16,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import mlx.core as mx
-import mlx.nn as nn
-
 from mlxkit.models._common import (
     apply,
     check_images,
@@ -29,6 +26,9 @@ from mlxkit.models._common import (
     load_weights,
     normal,
 )
+
+import mlx.core as mx
+import mlx.nn as nn
 
 __all__ = [
     "BlockConfig",

@@ -15,9 +15,6 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-import mlx.core as mx
-import mlx.nn as nn
-
 from mlxkit.models._common import (
     apply,
     check_images,
@@ -26,6 +23,9 @@ from mlxkit.models._common import (
     kaiming_normal_fan_out,
     load_weights,
 )
+
+import mlx.core as mx
+import mlx.nn as nn
 
 __all__ = ["ResNet", "resnet18", "resnet50"]
 

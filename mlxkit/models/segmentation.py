@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import os
 
-import mlx.core as mx
-import mlx.nn as nn
-
 from mlxkit.models._common import (
     GlobalAvgPool,
     apply,
@@ -39,6 +36,9 @@ from mlxkit.models.mobilenet import (
     _init_backbone,
     _large_features,
 )
+
+import mlx.core as mx
+import mlx.nn as nn
 
 __all__ = [
     "LRASPP",

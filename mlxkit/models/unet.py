@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 
+from mlxkit.models._common import apply, check_images, check_positive_int, load_weights
+
 import mlx.core as mx
 import mlx.nn as nn
-
-from mlxkit.models._common import apply, check_images, check_positive_int, load_weights
 
 __all__ = ["UNet", "unet"]
 

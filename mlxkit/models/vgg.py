@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import os
 
-import mlx.core as mx
-import mlx.nn as nn
-
 from mlxkit.models._common import (
     apply,
     check_images,
@@ -25,6 +22,9 @@ from mlxkit.models._common import (
     init_weights,
     load_weights,
 )
+
+import mlx.core as mx
+import mlx.nn as nn
 
 __all__ = ["VGG19CIFAR", "VGG19_CONFIG", "vgg19_cifar"]
 

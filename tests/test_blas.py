@@ -1,0 +1,111 @@
+"""The Linux fast-BLAS loader and `mlxkit doctor`, in fresh processes (the swap is at import)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from mlxkit import _blas
+
+import numpy as np
+import pytest
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux BLAS swap")
+
+PROBE = """
+import time, json
+import mlxkit
+from mlxkit import _blas
+import mlx.core as mx, numpy as np
+a = np.random.default_rng(0).standard_normal((64, 784)).astype(np.float32)
+b = np.random.default_rng(1).standard_normal((784, 64)).astype(np.float32)
+c = np.array(mx.array(a) @ mx.array(b))
+print(json.dumps({"library": _blas.status.library, "source": _blas.status.source,
+                  "error": float(np.abs(c - a @ b).max())}))
+"""
+
+
+def probe(**env: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@linux_only
+def test_an_optimized_blas_is_loaded_and_matmuls_stay_exact():
+    loaded = probe()
+    assert loaded["library"] is not None, loaded
+    assert loaded["error"] < 1e-3
+
+
+@linux_only
+def test_mlxkit_blas_off_keeps_the_reference_blas():
+    reference = probe(MLXKIT_BLAS="off")
+    assert reference["library"] is None and "MLXKIT_BLAS=off" in reference["source"]
+    assert reference["error"] < 1e-3
+
+
+def test_local_ranks_counts_ranks_on_this_host(tmp_path, monkeypatch):
+    hostfile = tmp_path / "hosts.json"
+    hostfile.write_text(json.dumps([["127.0.0.1:5000"], ["127.0.0.1:5001"], ["10.0.0.2:5000"]]))
+    monkeypatch.setenv("MLX_HOSTFILE", str(hostfile))
+    monkeypatch.setenv("MLX_RANK", "1")
+    assert _blas.local_ranks() == 2
+    monkeypatch.setenv("MLX_RANK", "2")
+    assert _blas.local_ranks() == 1
+    monkeypatch.delenv("MLX_HOSTFILE")
+    assert _blas.local_ranks() == 1
+
+
+@linux_only
+def test_shim_forwards_cblas_sgemm(tmp_path, monkeypatch):
+    """The compiled shim exports the standard name and computes what NumPy computes."""
+    import ctypes
+
+    numpy_blas = _blas._numpy_openblas()
+    if numpy_blas is None:
+        pytest.skip("this NumPy wheel bundles no scipy_openblas64")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    ctypes.CDLL(numpy_blas, mode=ctypes.RTLD_GLOBAL)
+    shim = ctypes.CDLL(_blas.build_shim(numpy_blas))
+    m, n, k = 3, 4, 5
+    a = np.random.default_rng(0).standard_normal((m, k)).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal((k, n)).astype(np.float32)
+    c = np.zeros((m, n), np.float32)
+    pointer = ctypes.POINTER(ctypes.c_float)
+    row_major, no_trans = 101, 111
+    shim.cblas_sgemm(
+        row_major,
+        no_trans,
+        no_trans,
+        m,
+        n,
+        k,
+        ctypes.c_float(1.0),
+        a.ctypes.data_as(pointer),
+        k,
+        b.ctypes.data_as(pointer),
+        n,
+        ctypes.c_float(0.0),
+        c.ctypes.data_as(pointer),
+        n,
+    )
+    np.testing.assert_allclose(c, a @ b, rtol=1e-5, atol=1e-6)
+
+
+def test_doctor_reports_versions_and_blas():
+    result = subprocess.run(
+        [sys.executable, "-m", "mlxkit.cli", "doctor"], capture_output=True, text=True, timeout=120
+    )
+    assert "mlxkit " in result.stdout and "blas " in result.stdout and "matmul " in result.stdout
+    assert result.returncode in (0, 1)  # 1: reference BLAS in use, with advice printed
+    if result.returncode == 1:
+        assert "advice" in result.stdout

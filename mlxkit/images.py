@@ -59,8 +59,10 @@ def colormap(values: np.ndarray, *, vmin: float | None = None, vmax: float | Non
 def save_png(image: np.ndarray, path: str | os.PathLike) -> str:
     """Writes an image to a PNG file.
 
+    The file is written through a temporary file and a rename, so it is never seen half-written.
+
     Args:
-        image: `(H, W)` grey or `(H, W, 3)` RGB; floats in [0, 1] or `uint8`.
+        image: `(H, W)` grey, `(H, W, 3)` RGB or `(H, W, 4)` RGBA; floats in [0, 1] or `uint8`.
         path: The file to write.
 
     Returns:
@@ -76,16 +78,18 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> str:
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
         raise ValueError(
-            f"save_png: expected an (H, W) or (H, W, 3) image. Received: shape={array.shape}"
+            "save_png: expected an (H, W), (H, W, 3) or (H, W, 4) image. "
+            f"Received: shape={array.shape}"
         )
     if array.dtype != np.uint8:
         array = np.clip(np.nan_to_num(array.astype(np.float64)), 0.0, 1.0) * 255 + 0.5
         array = array.astype(np.uint8)
     height, width = array.shape[:2]
-    color_type = 0 if array.ndim == 2 else 2
-    rows = array.reshape(height, -1)
+    color_type = 0 if array.ndim == 2 else {3: 2, 4: 6}[array.shape[-1]]
+    # Each scanline starts with a filter-type byte; 0 means no filter.
+    rows = np.ascontiguousarray(array).reshape(height, -1)
     raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()
 
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -101,8 +105,10 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> str:
     )
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "wb") as f:
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "wb") as f:
         f.write(payload)
+    os.replace(temporary, path)
     return path
 
 

@@ -20,7 +20,7 @@ from mlxkit.data import (
     Stream,
     Transform,
 )
-from mlxkit.datasets._files import write_png
+from mlxkit.images import save_png
 
 import numpy as np
 import pytest
@@ -347,7 +347,7 @@ def test_load_numpy_and_images_from_files(tmp_path):
         array = rng.random((3, 4)).astype(np.float32)
         np.save(tmp_path / f"{i}.npy", array)
         image = rng.integers(0, 256, (40, 60, 3)).astype(np.uint8)
-        write_png(tmp_path / f"{i}.png", image)
+        save_png(image, tmp_path / f"{i}.png")
         samples.append({"array": str(tmp_path / f"{i}.npy"), "image": tmp_path / f"{i}.png"})
     stream = Stream(
         samples, batch_size=3, shuffle=False, transforms=[LoadNumpy("array"), LoadImage("image")]
@@ -368,7 +368,7 @@ def test_load_numpy_and_images_from_files(tmp_path):
     )
     assert next(iter(resized))["image"].shape == (2, 8, 12, 3)
     flat = np.full((40, 60, 3), 200, np.uint8)
-    write_png(tmp_path / "flat.png", flat)
+    save_png(flat, tmp_path / "flat.png")
     flat_stream = Stream(
         [{"image": tmp_path / "flat.png"}],
         batch_size=1,

@@ -20,9 +20,9 @@ from mlxkit.datasets import (
     make_synthetic_people,
     segmentation_samples,
 )
-from mlxkit.datasets._files import write_png
 from mlxkit.datasets.depth import render_depth_scene
 from mlxkit.datasets.segmentation import render_people_scene
+from mlxkit.images import save_png
 
 import numpy as np
 import pytest
@@ -313,7 +313,7 @@ def test_png_writer_is_read_back_by_an_independent_decoder(tmp_path):
     rng = np.random.default_rng(0)
     for shape in [(7, 9), (7, 9, 3), (5, 4, 4)]:
         array = rng.integers(0, 256, shape).astype(np.uint8)
-        write_png(tmp_path / "x.png", array)
+        save_png(array, tmp_path / "x.png")
         with image_module.open(tmp_path / "x.png") as decoded:
             np.testing.assert_array_equal(np.asarray(decoded), array)
 
@@ -323,8 +323,8 @@ def test_segmentation_pairing_errors_name_the_file(tmp_path):
     (root / "masks" / "1.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"masks.*missing.*images/1\.png"):
         segmentation_samples(root)
-    write_png(root / "masks" / "1.png", np.zeros((32, 32), np.uint8))
-    write_png(root / "masks" / "orphan.png", np.zeros((32, 32), np.uint8))
+    save_png(np.zeros((32, 32), np.uint8), root / "masks" / "1.png")
+    save_png(np.zeros((32, 32), np.uint8), root / "masks" / "orphan.png")
     with pytest.raises(FileNotFoundError, match=r"masks/orphan\.png"):
         segmentation_samples(root)
     (root / "masks" / "orphan.png").unlink()
@@ -391,7 +391,7 @@ def test_image_folder_samples_and_imagenet_style_pipeline(tmp_path):
     for name, value in colors.items():
         (tmp_path / name).mkdir()
         for i in range(2):
-            write_png(tmp_path / name / f"{i}.png", np.full((30, 40, 3), value, np.uint8))
+            save_png(np.full((30, 40, 3), value, np.uint8), tmp_path / name / f"{i}.png")
     (tmp_path / "dog" / "2.PNG").write_bytes((tmp_path / "dog" / "0.png").read_bytes())
     (tmp_path / "dog" / "notes.txt").write_text("not an image")
     samples, class_names = image_folder_samples(tmp_path)

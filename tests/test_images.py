@@ -8,7 +8,7 @@ import pytest
 matplotlib_image = pytest.importorskip("matplotlib.image")
 
 
-@pytest.mark.parametrize("shape", [(5, 7), (5, 7, 3)])
+@pytest.mark.parametrize("shape", [(5, 7), (5, 7, 3), (5, 7, 4)])
 def test_png_round_trips_through_an_independent_decoder(tmp_path, shape):
     pixels = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
     decoded = matplotlib_image.imread(save_png(pixels, tmp_path / "x.png"))
@@ -30,7 +30,7 @@ def test_colormap_ends_and_grid_layout():
 
 
 def test_bad_shapes_are_named(tmp_path):
-    with pytest.raises(ValueError, match=r"shape=\(2, 2, 4\)"):
-        save_png(np.zeros((2, 2, 4)), tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"shape=\(2, 2, 5\)"):
+        save_png(np.zeros((2, 2, 5)), tmp_path / "x.png")
     with pytest.raises(ValueError, match="all images must be 2x3"):
         image_grid([[np.zeros((2, 3)), np.zeros((3, 3))]])

@@ -7,8 +7,6 @@ import contextlib
 import fcntl
 import json
 import os
-import struct
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -110,37 +108,6 @@ def _split(name: str) -> list[str]:
             current = ""
         current += char
     return [*parts, current] if current else parts
-
-
-def write_png(path: Path, image: np.ndarray) -> None:
-    """Writes an 8-bit grayscale, RGB or RGBA PNG with the standard library (zlib, no Pillow)."""
-    image = np.ascontiguousarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"write_png needs uint8 pixels. Received: dtype {image.dtype}")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    if image.ndim not in (2, 3) or channels not in (1, 3, 4):
-        raise ValueError(f"write_png needs (H, W), (H, W, 3) or (H, W, 4). Received: {image.shape}")
-    height, width = image.shape[:2]
-    color_type = {1: 0, 3: 2, 4: 6}[channels]
-    # Each scanline starts with a filter-type byte; 0 means "no filter".
-    rows = np.concatenate(
-        [np.zeros((height, 1), np.uint8), image.reshape(height, width * channels)], axis=1
-    )
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    data = (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-        + chunk(b"IEND", b"")
-    )
-    atomic_write(path, data)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

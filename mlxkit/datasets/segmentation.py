@@ -7,8 +7,8 @@ Layout:
 
 `segmentation_samples` lists and pairs the files; decoding happens in a `Stream` (`LoadImage`, in
 mlx-data's worker threads). `make_synthetic_people` writes person-like figures on textured
-backgrounds in that layout, as PNGs with masks 0/1 (encoded with the standard library's zlib, so no
-imaging package is needed).
+backgrounds in that layout, as PNGs with masks 0/1 (written by `mlxkit.images.save_png` with the
+standard library's zlib, so no imaging package is needed).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlxkit.datasets._files import GeneratedFolder, pair_by_stem, write_png
+from mlxkit.datasets._files import GeneratedFolder, pair_by_stem
+from mlxkit.images import save_png
 
 import numpy as np
 
@@ -121,8 +122,8 @@ def make_synthetic_people(
         (root / "masks").mkdir(parents=True, exist_ok=True)
         for index in range(num):
             image, mask = render_people_scene(np.random.default_rng([seed, index]), height, width)
-            write_png(root / "images" / f"{index}.png", image)
-            write_png(root / "masks" / f"{index}.png", mask)
+            save_png(image, root / "images" / f"{index}.png")
+            save_png(mask, root / "masks" / f"{index}.png")
         marker.finish()
     return root
 

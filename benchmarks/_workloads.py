@@ -14,7 +14,7 @@ import os
 import resource
 import struct
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -48,7 +48,7 @@ WORKLOADS = {
         "cnn",
         64,
         6_400,
-        0.05,
+        0.1,
         "cross_entropy",
         "CNN conv16-pool-conv32-pool-fc64-fc10, MNIST, first 6,400 samples",
     ),
@@ -57,22 +57,23 @@ WORKLOADS = {
         "depth",
         8,
         192,
-        0.01,
+        0.001,
         "mse",
         "depth_resnet20 at 32x64, 192 synthetic scenes",
     ),
 }
 
-# --quick: the same models on fewer samples.
-QUICK_SAMPLES = {"mlp": 60_000, "cnn": 1_280, "depth": 64}
+# The same models on fewer samples: `--quick` for a look in a few minutes, `smoke` for the tests.
+SIZES = {
+    "full": {"mlp": 60_000, "cnn": 6_400, "depth": 192},
+    "quick": {"mlp": 60_000, "cnn": 1_280, "depth": 64},
+    "smoke": {"mlp": 2_048, "cnn": 256, "depth": 16},
+}
 DEPTH_SIZE = (32, 64)
 
 
-def workload(name: str, *, quick: bool = False) -> Workload:
-    spec = WORKLOADS[name]
-    if quick:
-        spec = Workload(**{**asdict(spec), "num_train": QUICK_SAMPLES[name]})
-    return spec
+def workload(name: str, size: str = "full") -> Workload:
+    return replace(WORKLOADS[name], num_train=SIZES[size][name])
 
 
 def read_mnist_train(folder: str) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +87,7 @@ def read_mnist_train(folder: str) -> tuple[np.ndarray, np.ndarray]:
         else:
             with gzip.open(path + ".gz", "rb") as file:
                 data = file.read()
-        found, count = struct.unpack(">II", data[:8])
+        found = struct.unpack(">I", data[:4])[0]
         if found != magic:
             raise ValueError(f"{name}: IDX magic {found}, expected {magic}")
         dims = 3 if magic == 2051 else 1
@@ -110,16 +111,32 @@ def synthetic_depth(num: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.float32), (depth[..., None] / 5.0).astype(np.float32)
 
 
-def load_data(name: str, *, quick: bool = False, mnist: str = DEFAULT_MNIST):
-    """`(x, y)` NumPy arrays of one workload: NHWC float32 images (flat for the MLP), int32 labels."""
-    spec = workload(name, quick=quick)
+def load_data(name: str, size: str = "full", *, mnist: str = DEFAULT_MNIST, reader=None):
+    """`(x, y)` NumPy arrays of one workload: NHWC float32 images (flat for the MLP), int32 labels.
+
+    `reader(folder) -> (images, labels)` reads MNIST's training set (default: `read_mnist_train`).
+    """
+    spec = workload(name, size)
     if spec.model == "depth":
         return synthetic_depth(spec.num_train)
-    images, labels = read_mnist_train(mnist)
+    images, labels = (reader or read_mnist_train)(mnist)
     images, labels = images[: spec.num_train], labels[: spec.num_train]
     x = images.astype(np.float32) / 255.0
     x = x.reshape(len(x), -1) if spec.model == "mlp" else x[..., None]
     return x, labels.astype(np.int32)
+
+
+def upsample_matrix(size: int) -> np.ndarray:
+    """Bilinear x2 with align_corners=True along one axis, as a (2 * size, size) matrix."""
+    out = 2 * size
+    matrix = np.zeros((out, size), np.float32)
+    positions = np.arange(out) * (size - 1) / max(out - 1, 1)
+    low = np.floor(positions).astype(int)
+    high = np.minimum(low + 1, size - 1)
+    weight = positions - low
+    matrix[np.arange(out), low] += 1 - weight
+    matrix[np.arange(out), high] += weight
+    return matrix
 
 
 def order(num: int, seed: int, epoch: int) -> np.ndarray:

@@ -141,7 +141,7 @@ class ArrayBatches:
         return order
 
     def __len__(self) -> int:
-        count = len(self._indices())
+        count = self.num // self.num_ranks  # what _indices() keeps, without drawing the order
         return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
 
     def set_epoch(self, epoch: int, *, start_batch: int = 0) -> None:
@@ -161,4 +161,8 @@ class ArrayBatches:
 
 
 def _take(tree: Any, index: Any) -> Any:
-    return None if tree is None else tree_map(lambda a: a[index], tree)
+    if tree is None:
+        return None
+    if isinstance(tree, mx.array):
+        return tree[index]  # the common case, without tree_map's per-call cost
+    return tree_map(lambda a: a[index], tree)

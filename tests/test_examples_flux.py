@@ -123,8 +123,8 @@ def test_vgg_cifar10_quick(tmp_path):
 def test_resnet_imagenet_quick(tmp_path):
     output = run("resnet_imagenet.py", "--quick", "--out", str(tmp_path))
     assert "5 classes" in output and "32x32 crops" in output
-    # One row of preprocessed 32x32 crops: the first validation batch, 5 images with --quick.
-    assert png_size(tmp_path / "val_batch.png") == (36, 5 * 34 + 2)
+    # One row of preprocessed 32x32 crops, two per class.
+    assert png_size(tmp_path / "val_examples.png") == (36, 10 * 34 + 2)
     assert (tmp_path / "best.safetensors").exists()
     evaluation = json.loads((tmp_path / "evaluation.json").read_text())
     assert evaluation["classes"] == ["checkerboard", "dots", "rings", "stripes", "waves"]

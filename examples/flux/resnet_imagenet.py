@@ -54,7 +54,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("runs/flux_resnet_imagenet"))
     parser.add_argument("--arch", choices=("resnet18", "resnet50"), default="resnet18")
     parser.add_argument("--image-size", type=int, default=64, help="centre crop (harness: 224)")
-    parser.add_argument("--epochs", type=int, default=8, help="harness: up to 80")
+    parser.add_argument("--epochs", type=int, default=10, help="harness: up to 80")
     parser.add_argument("--batch-size", type=int, default=16, help="harness: 64")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--patience", type=int, help="EarlyStopping on val_loss (default: off)")
@@ -69,7 +69,11 @@ def parse_args() -> argparse.Namespace:
 
 
 def texture(kind: str, rng: np.random.Generator) -> np.ndarray:
-    """One RGB image in [0, 1] of a random size (96-160 pixels a side) showing `kind`."""
+    """One RGB image in [0, 1] of a random size (96-160 pixels a side) showing `kind`.
+
+    Each kind has its own pattern and its own hue (as ImageNet classes have typical colours),
+    jittered, on a dark background, with random scale, orientation and phase.
+    """
     height, width = rng.integers(96, 161, size=2)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
     angle = rng.uniform(0, np.pi)
@@ -87,7 +91,10 @@ def texture(kind: str, rng: np.random.Generator) -> np.ndarray:
         pattern = np.floor(2 * u) % 2
     else:  # waves: stripes that bend
         pattern = np.floor(2 * u + np.sin(v * 2) * 0.8) % 2
-    background, foreground = rng.uniform(0, 1, size=(2, 3))
+    hue = 2 * np.pi * TEXTURES.index(kind) / len(TEXTURES)
+    foreground = 0.55 + 0.4 * np.cos(hue - np.array([0, 2, 4]) * np.pi / 3)
+    foreground = np.clip(foreground + rng.normal(0, 0.05, size=3), 0, 1)
+    background = rng.uniform(0, 0.3, size=3)
     image = np.where(pattern[..., None] > 0, foreground, background)
     return np.clip(image + rng.normal(0, 0.04, size=image.shape), 0, 1)
 
@@ -126,11 +133,16 @@ def stream(root: Path, args: argparse.Namespace, *, train: bool) -> tuple[Stream
     return batches, class_names
 
 
-def save_batch(batches: Stream, path: Path, count: int = 8) -> None:
-    """The first `count` preprocessed validation images, un-normalised: what the model sees."""
+def save_examples(batches: Stream, path: Path, per_class: int = 2) -> None:
+    """`per_class` preprocessed validation images of each class, un-normalised: what the model
+    sees after resizing and cropping."""
     batches.set_epoch(0)
-    images = next(iter(batches))["image"][:count]
-    images = np.clip(images * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN), 0, 1)
+    chosen: dict[int, list[np.ndarray]] = {}
+    for batch in batches:
+        for image, label in zip(batch["image"], batch["label"]):
+            chosen.setdefault(int(label), []).append(image)
+    images = [image for label in sorted(chosen) for image in chosen[label][:per_class]]
+    images = np.clip(np.stack(images) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN), 0, 1)
     save_png(image_grid([list(images)]), path)
 
 
@@ -157,7 +169,7 @@ def main() -> None:
         f"{len(class_names)} classes; {len(train)} training batches of {args.batch_size}, "
         f"{len(val)} validation batches; {args.image_size}x{args.image_size} crops"
     )
-    save_batch(val, args.out / "val_batch.png")
+    save_examples(val, args.out / "val_examples.png")
 
     mx.random.seed(args.seed)  # the initial weights
     model = {"resnet18": resnet18, "resnet50": resnet50}[args.arch](num_classes=len(class_names))

@@ -1,0 +1,779 @@
+"""Trainer benchmark: mlxkit's `fit` against the best hand-written MLX loop and the usual peers.
+
+Run (from the repository root):
+
+    python benchmarks/run.py              # everything, ~15 minutes; writes docs/benchmarks.md
+    python benchmarks/run.py --quick      # the same on fewer samples and repeats, ~4 minutes
+    python benchmarks/run.py --skip-peers # MLX only (no PyTorch / Keras environments)
+    python benchmarks/run.py --render benchmarks/results/latest.json   # redo the page only
+
+What it measures, each measurement in a fresh process:
+
+1. Epoch time on three workloads (`_workloads.py`): the MNIST MLP 784-64-64-10, a small CNN and
+   `depth_resnet20` at 32x64, for mlxkit `Trainer.fit`, the hand-written `mx.compile` loop
+   (`_mlx_worker.HandLoop`), Keras 3 on MLX (keras-mlx), plain PyTorch and PyTorch Lightning.
+   Repeats are interleaved (A B C D E, B C D E A, ...) so that load from other processes spreads
+   over all of them; the page reports medians and each framework's ratio to the hand loop in the
+   same round. All start from the same initial weights and visit the samples in the same order,
+   so the loss after one epoch is compared.
+2. fit against the hand loop in one process, epochs alternating (the 3% criterion).
+3. The per-step cost of the loop itself, on a model too small to cost anything, and a cProfile.
+4. Active and peak memory over 20 MLP epochs.
+5. The MLP with the fast BLAS that mlxkit loads on Linux, and with MLX's reference BLAS.
+
+The peers live in virtual environments under `benchmarks/.venvs/`, created on first use
+(`--setup` forces a rebuild); a peer that cannot be installed or run is reported as skipped.
+BLAS and OpenMP threads are capped at `--threads` (default 1) for every framework: the machine
+this was written on has 2 cores shared with other jobs, where spinning BLAS threads made epochs
+3-10x slower and the timings meaningless; `--threads 0` keeps each library's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import _workloads as W  # noqa: E402
+
+VENVS = HERE / ".venvs"
+RESULTS = HERE / "results"
+BASELINE = HERE / "baseline" / "before.json"
+DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
+
+# What each peer environment installs. Exact pins: `torch==2.13.0+cpu` can only be the CPU build,
+# so pip never pulls a CUDA torch; keras-mlx is installed without its `keras` dependency, which
+# would overwrite keras-nightly (the only Keras with the pluggable MLX backend).
+PEER_ENVS = {
+    "torch": {
+        "install": [["torch==2.13.0+cpu", "lightning==2.6.6", "numpy"]],
+        "check": "import torch, lightning; assert torch.version.cuda is None",
+    },
+    "keras": {
+        "install": [
+            ["--pre", "keras-nightly==3.16.0.dev2026102704", "mlx[cpu]==0.31.2", "numpy"],
+            ["--no-deps", "keras-mlx==0.0.1"],
+        ],
+        "check": "import keras; assert keras.backend.backend() == 'mlx'",
+        "env": {"KERAS_BACKEND": "mlx"},
+    },
+}
+
+FRAMEWORKS = {
+    "mlxkit": "mlxkit `Trainer.fit`",
+    "hand": "hand-written `mx.compile` loop",
+    "keras-mlx": "Keras 3 on MLX (keras-mlx)",
+    "torch": "plain PyTorch, eager",
+    "lightning": "PyTorch Lightning",
+}
+FRAMEWORK_ENV = {
+    "mlxkit": None,
+    "hand": None,
+    "keras-mlx": "keras",
+    "torch": "torch",
+    "lightning": "torch",
+}
+
+# Loss after one epoch, relative to the hand loop: the criterion for "same loss".
+# - mlxkit: identical weights, order and maths; only the compiled graphs differ.
+# - the peers: identical weights and order, other kernels and summation orders.
+TOLERANCE = {"mlxkit": 1e-3, "torch": 2e-2, "lightning": 2e-2, "keras-mlx": 2e-2}
+
+SETTINGS = {
+    "full": {
+        "repeats": {"mlp": 5, "cnn": 3, "depth": 3},
+        "h2h": 10,
+        "overhead": 5,
+        "memory": 20,
+        "blas": 3,
+    },
+    "quick": {
+        "repeats": {"mlp": 2, "cnn": 1, "depth": 1},
+        "h2h": 4,
+        "overhead": 2,
+        "memory": 5,
+        "blas": 1,
+    },
+    "smoke": {
+        "repeats": {"mlp": 1, "cnn": 1, "depth": 1},
+        "h2h": 1,
+        "overhead": 1,
+        "memory": 2,
+        "blas": 1,
+    },
+}
+
+
+class Runner:
+    """Starts the workers with a common environment and collects their `RESULT` lines."""
+
+    def __init__(self, args):
+        self.args = args
+        self.env = dict(os.environ)
+        for key in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            if args.threads:
+                self.env[key] = str(args.threads)
+        self.python = {"main": sys.executable}
+        self.skipped: dict[str, str] = {}
+
+    def log(self, text: str) -> None:
+        print(text, flush=True)
+
+    # -------------------------------------------------------------- peer environments
+    def prepare_peers(self, needed: set[str]) -> None:
+        for name in sorted(needed):
+            if self.args.skip_peers:
+                self.skipped[name] = "--skip-peers"
+                continue
+            try:
+                self.python[name] = self._venv(name)
+            except (OSError, subprocess.SubprocessError) as error:
+                self.skipped[name] = f"environment unavailable: {_tail(str(error), 300)}"
+                self.log(f"  {name}: skipped ({self.skipped[name]})")
+
+    def _venv(self, name: str) -> str:
+        spec = PEER_ENVS[name]
+        folder = VENVS / name
+        python = folder / "bin" / "python"
+        env = {**self.env, **spec.get("env", {})}
+        if self.args.setup and folder.exists():
+            shutil.rmtree(folder)
+        if python.exists() and self._works(python, spec["check"], env):
+            return str(python)
+        self.log(f"  creating {folder.relative_to(ROOT)} (pip, a few minutes) ...")
+        if folder.exists():
+            shutil.rmtree(folder)
+        # The venv module of the interpreter behind this one, so a venv is never nested.
+        base = getattr(sys, "_base_executable", sys.executable)
+        subprocess.run([base, "-m", "venv", str(folder)], check=True, capture_output=True)
+        for packages in spec["install"]:
+            result = subprocess.run(
+                [str(python), "-m", "pip", "install", "-q", *packages],
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
+            if result.returncode != 0:
+                raise OSError(f"pip install {' '.join(packages)} failed: {result.stderr}")
+        if not self._works(python, spec["check"], env):
+            raise OSError(f"{name} environment built but `{spec['check']}` fails")
+        return str(python)
+
+    @staticmethod
+    def _works(python: Path, check: str, env: dict) -> bool:
+        result = subprocess.run(
+            [str(python), "-c", check], capture_output=True, env=env, timeout=300
+        )
+        return result.returncode == 0
+
+    # -------------------------------------------------------------- workers
+    def worker(self, framework: str, workload: str, init: str) -> list[str]:
+        size = ["--size", self.args.size, "--mnist", str(self.args.mnist)]
+        if framework in ("mlxkit", "hand"):
+            return [
+                self.python["main"],
+                str(HERE / "_mlx_worker.py"),
+                "run",
+                "--framework",
+                framework,
+                "--workload",
+                workload,
+                "--init",
+                init,
+                *size,
+            ]
+        if framework == "keras-mlx":
+            return [
+                self.python["keras"],
+                str(HERE / "_keras_worker.py"),
+                "--workload",
+                workload,
+                "--init",
+                init,
+                *size,
+            ]
+        return [
+            self.python["torch"],
+            str(HERE / "_torch_worker.py"),
+            "--framework",
+            framework,
+            "--workload",
+            workload,
+            "--init",
+            init,
+            *size,
+        ]
+
+    def call(self, command: list[str], extra_env: dict | None = None, timeout: int = 900) -> dict:
+        env = {**self.env, **(extra_env or {})}
+        if command[0] == self.python.get("keras"):
+            env.update(PEER_ENVS["keras"].get("env", {}))
+        result = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT
+        )
+        lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+        if result.returncode != 0 or not lines:
+            raise RuntimeError(_tail(result.stderr or result.stdout, 600))
+        return json.loads(lines[-1][len("RESULT ") :])
+
+    def mlx(self, mode: str, *options: str, extra_env: dict | None = None) -> dict:
+        command = [self.python["main"], str(HERE / "_mlx_worker.py"), mode, *options]
+        command += ["--size", self.args.size, "--mnist", str(self.args.mnist)]
+        return self.call(command, extra_env)
+
+
+def _tail(text: str, limit: int) -> str:
+    text = " ".join(text.strip().split())
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine() -> dict:
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cores": os.cpu_count(),
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["memory_gb"] = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "mlxkit"], capture_output=True, text=True, cwd=ROOT
+    )
+    if commit.returncode == 0:
+        info["commit"] = commit.stdout.strip() + (" + local changes" if dirty.stdout else "")
+    return info
+
+
+# ------------------------------------------------------------------ the measurements
+def run_all(args) -> dict:
+    runner = Runner(args)
+    settings = SETTINGS[args.size]
+    repeats = settings["repeats"]
+    if args.repeats:
+        repeats = dict.fromkeys(repeats, args.repeats)
+    workloads = args.workloads.split(",")
+    frameworks = args.frameworks.split(",")
+    started = time.time()
+    results: dict = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "size": args.size,
+        "threads": args.threads,
+        "machine": machine(),
+        "load_before": load_average(),
+        "workloads": {},
+    }
+    runner.log("preparing peer environments")
+    runner.prepare_peers({FRAMEWORK_ENV[f] for f in frameworks if FRAMEWORK_ENV[f]})
+    results["skipped"] = {
+        f: runner.skipped[FRAMEWORK_ENV[f]]
+        for f in frameworks
+        if FRAMEWORK_ENV[f] in runner.skipped
+    }
+    active = [f for f in frameworks if f not in results["skipped"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        inits = {}
+        for name in workloads:
+            inits[name] = str(Path(tmp) / f"{name}_init.npz")
+            info = runner.mlx("init", "--workload", name, "--out", inits[name])
+            spec = W.workload(name, args.size)
+            results["workloads"][name] = {
+                "description": spec.description.replace(
+                    f"{W.WORKLOADS[name].num_train:,}", f"{spec.num_train:,}"
+                ),
+                "parameters": info["parameters"],
+                "batch_size": spec.batch_size,
+                "steps": spec.steps,
+                "learning_rate": spec.learning_rate,
+                "runs": {f: [] for f in active},
+                "errors": {},
+            }
+        for name in workloads:
+            entry = results["workloads"][name]
+            for round_ in range(repeats[name]):
+                order = active[round_ % len(active) :] + active[: round_ % len(active)]
+                for framework in order:
+                    label = f"  {name} round {round_ + 1}/{repeats[name]} {framework:10s}"
+                    try:
+                        result = runner.call(runner.worker(framework, name, inits[name]))
+                    except (RuntimeError, subprocess.TimeoutExpired) as error:
+                        entry["errors"].setdefault(framework, str(error))
+                        runner.log(f"{label} failed: {_tail(str(error), 200)}")
+                        continue
+                    result["round"] = round_
+                    entry["runs"][framework].append(result)
+                    runner.log(
+                        f"{label} {result['epoch_s']:.3f} s/epoch, loss {result['loss']:.4f}"
+                    )
+        if "mlp" in inits and not args.no_extras:
+            run_extras(runner, results, inits["mlp"], settings)
+    results["load_after"] = load_average()
+    results["seconds"] = time.time() - started
+    return results
+
+
+def run_extras(runner: Runner, results: dict, init: str, settings: dict) -> None:
+    log = runner.log
+    log("  fit against the hand loop, one process")
+    results["h2h"] = runner.mlx("h2h", "--init", init, "--repeats", str(settings["h2h"]))
+    log("  per-step overhead on a tiny model")
+    results["overhead"] = runner.mlx("overhead", "--repeats", str(settings["overhead"]))
+    log("  profile")
+    results["profile"] = runner.mlx("profile", "--init", init, "--top", "12")
+    log("  memory over epochs")
+    results["memory"] = runner.mlx("memory", "--init", init, "--epochs", str(settings["memory"]))
+    log("  BLAS")
+    configs = {
+        "fast BLAS, 1 thread": {"OPENBLAS_NUM_THREADS": "1"},
+        "fast BLAS, a thread per core (OpenBLAS's default)": {
+            "OPENBLAS_NUM_THREADS": str(os.cpu_count() or 1)
+        },
+        "MLX's reference BLAS (MLXKIT_BLAS=off)": {"MLXKIT_BLAS": "off"},
+    }
+    blas: dict = {name: [] for name in configs}
+    for _ in range(settings["blas"]):
+        for name, extra in configs.items():
+            try:
+                result = runner.call(runner.worker("mlxkit", "mlp", init), extra_env=extra)
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                log(f"    {name}: failed: {_tail(str(error), 200)}")
+                continue
+            log(f"    {name}: {result['epoch_s']:.3f} s/epoch ({result['blas']})")
+            blas[name].append(result)
+    results["blas"] = blas
+
+
+# ------------------------------------------------------------------ the page
+def _median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def summarize(results: dict) -> dict:
+    """Per workload and framework: medians, ratios to the hand loop of the same round, losses."""
+    summary = {}
+    for name, entry in results["workloads"].items():
+        runs = entry["runs"]
+        hand = {run["round"]: run for run in runs.get("hand", [])}
+        hand_loss = _median([run["loss"] for run in runs.get("hand", [])])
+        rows = {}
+        for framework, items in runs.items():
+            if not items:
+                continue
+            ratios = [
+                run["epoch_s"] / hand[run["round"]]["epoch_s"]
+                for run in items
+                if run["round"] in hand
+            ]
+            loss = _median([run["loss"] for run in items])
+            tolerance = TOLERANCE.get(framework)
+            difference = abs(loss - hand_loss) / abs(hand_loss) if hand_loss else float("nan")
+            rows[framework] = {
+                "epoch_s": _median([run["epoch_s"] for run in items]),
+                "epoch_min": min(run["epoch_s"] for run in items),
+                "epoch_max": max(run["epoch_s"] for run in items),
+                "first_epoch_s": _median([run["first_epoch_s"] for run in items]),
+                "ratio": _median(ratios),
+                "loss": loss,
+                "loss_difference": difference,
+                "same_loss": None if tolerance is None else bool(difference <= tolerance),
+                "tolerance": tolerance,
+                "peak_rss_mb": _median([run["peak_rss_mb"] for run in items]),
+                "mlx_peak_mb": _median([run.get("mlx_peak_mb", float("nan")) for run in items]),
+                "runs": len(items),
+                "version": items[0].get("version", ""),
+            }
+        summary[name] = rows
+    return summary
+
+
+def render(results: dict) -> str:
+    summary = summarize(results)
+    m = results["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "<!-- Generated by `python benchmarks/run.py`; edit the script, not this page. -->",
+        "",
+        "How fast `Trainer.fit` trains compared with the best training loop one can write by hand "
+        "in MLX, and with what one would use instead (Keras on MLX, PyTorch, PyTorch Lightning).",
+        "",
+        f"- Date: {results['date']}, {results['seconds'] / 60:.0f} minutes, "
+        f"`{results['size']}` settings.",
+        f"- Machine: {m.get('cpu', '?')}, {m.get('cores')} cores, {m.get('memory_gb', '?')} GB, "
+        f"{m.get('platform')}, Python {m.get('python')}; mlxkit {m.get('commit', '?')}.",
+        f"- Threads: BLAS and OpenMP capped at "
+        f"{results['threads'] or 'the libraries defaults'} for every framework.",
+        f"- Load average (1, 5, 15 min) before: {results.get('load_before')}, after: "
+        f"{results.get('load_after')}. Other jobs shared the 2 cores: single timings vary by "
+        "10-30% and more, so every figure is a median of interleaved runs.",
+        "",
+    ]
+    lines += _headline(results, summary)
+    lines += _throughput(results, summary)
+    if "h2h" in results:
+        lines += _h2h(results)
+    if "overhead" in results:
+        lines += _overhead(results)
+    if "profile" in results:
+        lines += _profile(results)
+    if "memory" in results:
+        lines += _memory(results)
+    if "blas" in results:
+        lines += _blas(results)
+    lines += _method()
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _headline(results, summary) -> list[str]:
+    lines = ["## Summary", ""]
+    for name, rows in summary.items():
+        if "mlxkit" not in rows:
+            continue
+        parts = [
+            f"fit {rows['mlxkit']['epoch_s']:.2f} s/epoch, "
+            f"{rows['mlxkit']['ratio']:.2f}x the hand loop"
+        ]
+        for peer in ("keras-mlx", "torch", "lightning"):
+            if peer in rows:
+                speed = rows[peer]["epoch_s"] / rows["mlxkit"]["epoch_s"]
+                parts.append(
+                    f"{speed:.1f}x faster than {FRAMEWORKS[peer]}"
+                    if speed >= 1
+                    else f"{1 / speed:.1f}x slower than {FRAMEWORKS[peer]}"
+                )
+        lines.append(
+            f"- **{name}** ({results['workloads'][name]['description']}): " + "; ".join(parts) + "."
+        )
+    if "h2h" in results:
+        ratio = _median(results["h2h"]["ratios"]["mlxkit"])
+        lines.append(
+            f"- fit against the hand loop in one process, alternating MLP epochs: "
+            f"**{ratio:.3f}x** (median of {len(results['h2h']['ratios']['mlxkit'])})."
+        )
+    if results.get("skipped"):
+        for framework, reason in results["skipped"].items():
+            lines.append(f"- {FRAMEWORKS[framework]}: skipped ({reason}).")
+    return [*lines, ""]
+
+
+def _throughput(results, summary) -> list[str]:
+    lines = [
+        "## Epoch time",
+        "",
+        "Seconds per epoch: the second epoch of each run (the first includes copying the data, "
+        "tracing and compiling, shown apart). `x hand` is the ratio to the hand-written loop "
+        "timed in the same round, median over rounds. The loss is the mean training loss of "
+        "epoch 1; `same loss` compares it with the hand loop's (criteria below).",
+        "",
+    ]
+    for name, rows in summary.items():
+        entry = results["workloads"][name]
+        lines += [
+            f"### {name}: {entry['description']}",
+            "",
+            f"{entry['parameters']:,} parameters, batch {entry['batch_size']}, "
+            f"{entry['steps']} steps per epoch, SGD learning rate {entry['learning_rate']}.",
+            "",
+            "| framework | s/epoch (min-max) | x hand | first epoch s | loss epoch 1 | same loss "
+            "| peak RSS MB | MLX peak MB | runs |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for framework in FRAMEWORKS:
+            if framework not in rows:
+                reason = results.get("skipped", {}).get(framework) or entry["errors"].get(framework)
+                if reason:
+                    lines.append(
+                        f"| {FRAMEWORKS[framework]} | skipped: {_tail(reason, 120)} | | | | | | | |"
+                    )
+                continue
+            row = rows[framework]
+            same = {None: "reference", True: "yes", False: "**no**"}[row["same_loss"]]
+            if row["same_loss"] is not None:
+                same += (
+                    f" ({row['loss_difference']:.1e} <= {row['tolerance']:g})"
+                    if row["same_loss"]
+                    else f" ({row['loss_difference']:.1e} > {row['tolerance']:g})"
+                )
+            mlx_peak = (
+                "" if row["mlx_peak_mb"] != row["mlx_peak_mb"] else f"{row['mlx_peak_mb']:.0f}"
+            )
+            lines.append(
+                f"| {FRAMEWORKS[framework]} | {row['epoch_s']:.3f} ({row['epoch_min']:.3f}-"
+                f"{row['epoch_max']:.3f}) | {row['ratio']:.2f} | {row['first_epoch_s']:.2f} | "
+                f"{row['loss']:.4f} | {same} | {row['peak_rss_mb']:.0f} | {mlx_peak} | "
+                f"{row['runs']} |"
+            )
+        versions = sorted({row["version"] for row in rows.values() if row["version"]})
+        lines += ["", "Versions: " + "; ".join(versions) + ".", ""]
+    return lines
+
+
+def _h2h(results) -> list[str]:
+    h2h = results["h2h"]
+    lines = [
+        "## fit against the hand loop, one process",
+        "",
+        "The MLP (full MNIST epoch) with fit and with the hand loop in the same process, from "
+        "the same weights, epochs alternating; less noisy than comparing processes. The hand loop "
+        "evaluates each step with `mx.eval(state)` as mlx-lm does; the `async_eval` variant "
+        "queues each step instead.",
+        "",
+        "| | s/epoch median | min | x hand (median of pairs) | loss epoch 1 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, times in h2h["times"].items():
+        ratio = "1" if name == "hand" else f"{_median(h2h['ratios'][name]):.3f}"
+        lines.append(
+            f"| {name} | {_median(times):.3f} | {min(times):.3f} | {ratio} | "
+            f"{h2h['losses'][name][0]:.6f} |"
+        )
+    before = _load_baseline()
+    if before:
+        old = before["h2h"]
+        lines += [
+            "",
+            f"Before this work (commit {before['commit']}, same method): fit "
+            f"{_median(old['times']['mlxkit']):.3f} s/epoch, "
+            f"**{_median(old['ratios']['mlxkit']):.3f}x** the hand loop "
+            f"({_median(old['times']['hand']):.3f} s).",
+        ]
+    return [*lines, ""]
+
+
+def _overhead(results) -> list[str]:
+    overhead = results["overhead"]
+    steps = overhead["steps"]
+    best = {name: min(t) / steps * 1e6 for name, t in overhead["times"].items()}
+    middle = {name: _median(t) / steps * 1e6 for name, t in overhead["times"].items()}
+    hand = best["hand loop"]
+    before = _load_baseline()
+    old = None
+    if before:
+        old_times = before["overhead"]["times"]
+        old = {name: min(t) / before["overhead"]["steps"] * 1e6 for name, t in old_times.items()}
+    lines = [
+        "## The loop's own cost",
+        "",
+        f"A 16-input linear layer on batches of 8 ({steps:,} steps per epoch): compute is "
+        "negligible, so the time per step is the training loop's: Python, MLX graph building and "
+        "dispatch. Best and median of the interleaved epochs; `over hand` is the best time minus "
+        "the hand loop's.",
+        "",
+        "| loop | us/step best | median | over hand |"
+        + (" before this work, best |" if old else ""),
+        "|---|---|---|---|" + ("---|" if old else ""),
+    ]
+    for name in overhead["times"]:
+        row = f"| {name} | {best[name]:.0f} | {middle[name]:.0f} | {best[name] - hand:+.0f} |"
+        if old:
+            row += f" {old[name]:.0f} |" if name in old else " |"
+        lines.append(row)
+    lines += [
+        "",
+        "A batch hook that reads `logs` costs a device sync and the conversion of every metric "
+        "each step: that is why the progress bar reads them only when it redraws "
+        "(`refresh_seconds`), and why hooks that no callback overrides are never called.",
+        "",
+    ]
+    return lines
+
+
+def _profile(results) -> list[str]:
+    profile = results["profile"]
+    lines = [
+        "## Profile",
+        "",
+        f"cProfile of one MLP epoch of fit ({profile['steps']} steps, after a compiling epoch), "
+        f"sorted by own time: {profile['calls_per_step']:.1f} Python calls per step. MLX's "
+        "compiled step, `mx.eval` and the gathers are C++ extension calls that cProfile does not "
+        "list, so their time shows up in `_fit_epoch`'s own time.",
+        "",
+        "```",
+        profile["table"],
+        "```",
+        "",
+    ]
+    before = _load_baseline()
+    if before:
+        old = before["profile"]
+        table = "\n".join(old["table"].splitlines()[:13])
+        lines += [
+            f"Before this work (commit {before['commit']}): {old['calls_per_step']:.1f} Python "
+            "calls per step; per batch, `ArrayBatches` re-entered `tree_map` and `_unpack` "
+            "converted each batch again:",
+            "",
+            "```",
+            table,
+            "```",
+            "",
+        ]
+    return lines
+
+
+def _memory(results) -> list[str]:
+    rows = results["memory"]["rows"]
+    active = [row["active_mb"] for row in rows]
+    peak = [row["peak_mb"] for row in rows]
+    lines = [
+        f"## Memory over {len(rows)} epochs",
+        "",
+        "The MLP trained for many epochs in one `fit`: MLX's active memory (arrays alive), its "
+        "peak since the start, and the process's peak RSS, read at each epoch end. Flat means "
+        "nothing accumulates from epoch to epoch (graphs, batches, logs).",
+        "",
+        "| epoch | active MB | peak MB | MLX cache MB | peak RSS MB | loss | s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    shown = sorted({0, 1, len(rows) // 4, len(rows) // 2, (3 * len(rows)) // 4, len(rows) - 1})
+    for index in shown:
+        row = rows[index]
+        lines.append(
+            f"| {row['epoch']} | {row['active_mb']:.1f} | {row['peak_mb']:.1f} | "
+            f"{row['cache_mb']:.1f} | {row['rss_peak_mb']:.0f} | {row['loss']:.4f} | "
+            f"{row['seconds']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Active memory from epoch 2 to {len(rows)}: {min(active[1:] or active):.1f}-"
+        f"{max(active[1:] or active):.1f} MB; peak: {peak[0]:.1f} MB after epoch 1, "
+        f"{peak[-1]:.1f} MB after epoch {len(rows)}.",
+        "",
+    ]
+    return lines
+
+
+def _blas(results) -> list[str]:
+    lines = [
+        "## Fast BLAS on Linux",
+        "",
+        "MLX's Linux wheel multiplies matrices with the reference BLAS; importing mlxkit loads an "
+        "optimized one first (`mlxkit/_blas.py`; `MLXKIT_BLAS=off` disables it, which must be set "
+        "before the import, hence one process per setting). MLP epoch with fit:",
+        "",
+        "| BLAS | s/epoch median | runs | BLAS loaded |",
+        "|---|---|---|---|",
+    ]
+    for name, runs in results["blas"].items():
+        if not runs:
+            lines.append(f"| {name} | failed | 0 | |")
+            continue
+        lines.append(
+            f"| {name} | {_median([r['epoch_s'] for r in runs]):.2f} | {len(runs)} | "
+            f"{runs[0]['blas']} |"
+        )
+    lines += [
+        "",
+        "OpenBLAS's worker threads spin while they wait for work; on 2 cores shared with other "
+        "jobs they fight the MLX thread and the other processes, which is why every other table "
+        "here caps them at one thread.",
+        "",
+    ]
+    return lines
+
+
+def _method() -> list[str]:
+    return [
+        "## Method",
+        "",
+        "- Every framework trains the same model from the same initial weights (written once by "
+        "MLX, converted to NCHW for PyTorch and to Keras's kernel layout), with plain SGD (no "
+        "momentum), mean cross-entropy (MSE for depth), an accuracy metric (mean absolute error "
+        "for depth) accumulated without a host sync per step, and whole batches only.",
+        "- The data are NumPy arrays in memory, passed as they are to `fit`, Keras and the "
+        "PyTorch `TensorDataset` / `DataLoader`; the hand loops copy them to the device once and "
+        "gather each batch there. Every framework visits the samples in the same order "
+        "(`benchmarks/_workloads.py: order`): a sampler for Lightning; Keras cannot take an order "
+        "per epoch, so its arrays are permuted before `fit(shuffle=False)` (slicing instead of "
+        "gathering each batch, if anything an advantage to Keras).",
+        "- Same-loss criteria, relative to the hand loop's loss after epoch 1: mlxkit 1e-3 "
+        "(identical weights, order and maths; only the compiled graphs differ), the peers 2e-2 "
+        "(identical weights and order, other kernels and summation orders).",
+        "- The hand-written loop is mlx-lm's pattern: one `mx.compile` with "
+        "`inputs=outputs=[model.state, optimizer.state, mx.random.state, sums]`, batches gathered "
+        "from device arrays, the loss and accuracy summed on the device, `mx.eval(state)` each "
+        "step, one `.item()` per epoch. On this CPU `mx.eval` per step was faster than "
+        "queueing steps with `mx.async_eval` (table above), so it is the reference.",
+        "- Peak RSS includes each framework's libraries and the training arrays; the MLX peak is "
+        "MLX's allocator only (mlxkit and the hand loop hold the whole training set on the "
+        "device, Keras converts batch by batch).",
+        "- Reproduce: `python benchmarks/run.py` (add `--quick` for a shorter run); raw results "
+        "are written to `benchmarks/results/latest.json`.",
+        "",
+    ]
+
+
+def _load_baseline() -> dict | None:
+    try:
+        return json.loads(BASELINE.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples and repeats")
+    parser.add_argument("--size", choices=sorted(SETTINGS), help=argparse.SUPPRESS)
+    parser.add_argument("--workloads", default="mlp,cnn,depth")
+    parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    parser.add_argument("--repeats", type=int, help="rounds per workload (default by size)")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads, 0: default")
+    parser.add_argument("--skip-peers", action="store_true", help="MLX only")
+    parser.add_argument("--setup", action="store_true", help="rebuild the peer environments")
+    parser.add_argument("--no-extras", action="store_true", help="epoch times only")
+    parser.add_argument("--mnist", default=W.DEFAULT_MNIST)
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="the Markdown page to write")
+    parser.add_argument("--json", default=str(RESULTS / "latest.json"), help="raw results")
+    parser.add_argument("--render", metavar="JSON", help="only rewrite the page from raw results")
+    args = parser.parse_args()
+    args.size = args.size or ("quick" if args.quick else "full")
+    for name in args.workloads.split(","):
+        if name not in W.WORKLOADS:
+            parser.error(f"unknown workload {name!r}; choose from {sorted(W.WORKLOADS)}")
+    for name in args.frameworks.split(","):
+        if name not in FRAMEWORKS:
+            parser.error(f"unknown framework {name!r}; choose from {list(FRAMEWORKS)}")
+    if "hand" not in args.frameworks.split(","):
+        parser.error("the hand loop is the reference: keep `hand` in --frameworks")
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+    else:
+        if not Path(args.mnist).is_dir():
+            parser.error(f"MNIST folder {args.mnist} not found; pass --mnist")
+        results = run_all(args)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(render(results))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -317,8 +317,10 @@ class Trainer:
         if isinstance(x, Iterable) and not isinstance(x, (str, bytes)):
             if not shard:
                 return x
-            if getattr(x, "shard", None) in (None, (0, 1)) and hasattr(x, "set_epoch"):
-                x.shard = (self.rank, self.world_size)  # type: ignore[attr-defined]  # a Stream
+            # A source that declares `shard` (an mlxkit.data.Stream) shards itself; any other is
+            # wrapped, so a custom source can never hand every rank the whole epoch.
+            if hasattr(x, "shard") and x.shard in (None, (0, 1)) and hasattr(x, "set_epoch"):
+                x.shard = (self.rank, self.world_size)
                 return x
             return ShardedBatches(x, self.rank, self.world_size)
         raise TypeError(
@@ -650,6 +652,8 @@ class Trainer:
         batches = self._batches(x, None, argument="x", batch_size=batch_size)
         was_training = self.model.training
         self.model.eval()
+        if hasattr(batches, "set_epoch"):
+            batches.set_epoch(0)  # the same order on every call, as evaluate
         step_fn = self._step("predict")
         self.callbacks.call("on_predict_begin", None)
         outputs = []

@@ -54,7 +54,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("runs/flux_resnet_imagenet"))
     parser.add_argument("--arch", choices=("resnet18", "resnet50"), default="resnet18")
     parser.add_argument("--image-size", type=int, default=64, help="centre crop (harness: 224)")
-    parser.add_argument("--epochs", type=int, default=10, help="harness: up to 80")
+    parser.add_argument("--epochs", type=int, default=6, help="harness: up to 80")
     parser.add_argument("--batch-size", type=int, default=16, help="harness: 64")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--patience", type=int, help="EarlyStopping on val_loss (default: off)")

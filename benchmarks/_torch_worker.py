@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -135,16 +134,16 @@ def loss_and_metric(spec: W.Workload):
     return F.cross_entropy, lambda out, y: (out.argmax(dim=1) == y).sum()
 
 
-def run_plain(args, spec, x, y) -> tuple[list[float], float]:
+def run_plain(args, spec, x, y) -> tuple[dict, float]:
     """The usual eager loop, written for speed: device-side gathers, no `.item()` per step."""
     model = build_model(spec.model)
     load_initial(model, spec.model, args.init)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.learning_rate)
     loss_fn, metric_fn = loss_and_metric(spec)
-    start = time.perf_counter()
+    start = W.clock()
     xt, yt = to_torch(x, y, spec)
-    times, first_loss = [], 0.0
+    ends, first_loss = [], 0.0
     for epoch in range(2):
         total = torch.zeros(())
         metric = torch.zeros(())
@@ -162,13 +161,11 @@ def run_plain(args, spec, x, y) -> tuple[list[float], float]:
                 metric += metric_fn(outputs.detach(), yb)
         if epoch == 0:
             first_loss = total.item() / spec.steps
-        now = time.perf_counter()
-        times.append(now - start)
-        start = now
-    return times, first_loss
+        ends.append(W.clock())
+    return W.epoch_times(start, ends), first_loss
 
 
-def run_lightning(args, spec, x, y) -> tuple[list[float], float]:
+def run_lightning(args, spec, x, y) -> tuple[dict, float]:
     """A LightningModule and `Trainer.fit` over a standard `DataLoader`, logging off."""
     import lightning as L
     from torch.utils.data import DataLoader, Sampler, TensorDataset
@@ -215,12 +212,12 @@ def run_lightning(args, spec, x, y) -> tuple[list[float], float]:
             self.ends, self.losses = [], []
 
         def on_train_epoch_end(self, trainer, module):
-            self.ends.append(time.perf_counter())
+            self.ends.append(W.clock())
             self.losses.append(float(trainer.callback_metrics["train_loss"]))
 
     clock = Clock()
     module = Module()
-    start = time.perf_counter()
+    start = W.clock()
     xt, yt = to_torch(x, y, spec)
     loader = DataLoader(
         TensorDataset(xt, yt),
@@ -239,8 +236,7 @@ def run_lightning(args, spec, x, y) -> tuple[list[float], float]:
         callbacks=[clock],
     )
     trainer.fit(module, loader)
-    times = [clock.ends[0] - start, clock.ends[1] - clock.ends[0]]
-    return times, clock.losses[0]
+    return W.epoch_times(start, clock.ends), clock.losses[0]
 
 
 def main() -> None:
@@ -265,8 +261,7 @@ def main() -> None:
         version = f"torch {torch.__version__}"
     W.emit(
         {
-            "first_epoch_s": times[0],
-            "epoch_s": times[1],
+            **times,
             "loss": loss,
             "steps": spec.steps,
             "peak_rss_mb": W.peak_rss_mb(),

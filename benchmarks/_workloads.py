@@ -14,6 +14,7 @@ import os
 import resource
 import struct
 import sys
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -142,6 +143,26 @@ def upsample_matrix(size: int) -> np.ndarray:
 def order(num: int, seed: int, epoch: int) -> np.ndarray:
     """The sample order of one epoch, as `mlxkit`'s `fit(shuffle=True, seed=seed)` visits it."""
     return np.random.default_rng([seed, epoch]).permutation(num)
+
+
+def clock() -> tuple[float, float]:
+    """Wall time and this process's CPU time (all its threads).
+
+    Waiting for a busy core adds to the first only: on a machine shared with other jobs the CPU
+    time is the steadier measure of the work a framework does.
+    """
+    return time.perf_counter(), time.process_time()
+
+
+def epoch_times(start: tuple[float, float], ends: list[tuple[float, float]]) -> dict:
+    """First and second epoch, wall and CPU seconds, from `clock()` readings."""
+    first, second = ends[0], ends[1]
+    return {
+        "first_epoch_s": first[0] - start[0],
+        "epoch_s": second[0] - first[0],
+        "first_epoch_cpu_s": first[1] - start[1],
+        "epoch_cpu_s": second[1] - first[1],
+    }
 
 
 def peak_rss_mb() -> float:

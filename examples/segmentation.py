@@ -10,7 +10,7 @@ out).
 Run:
     python examples/segmentation.py                    # built-in synthetic people, a few minutes
     python examples/segmentation.py --quick            # seconds (CI smoke test)
-    python examples/segmentation.py --data DIR         # DIR/images + DIR/masks (or DIR/train, DIR/val)
+    python examples/segmentation.py --data DIR         # DIR/images + DIR/masks, or DIR/train + val
     python examples/segmentation.py --model deeplabv3 --width-mult 1.0 --size 256  # article-sized
     python examples/segmentation.py --blur photo.jpg   # after training: blur a photo's background
     python examples/segmentation.py --blur frames/     # ... or every frame in a folder
@@ -70,9 +70,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", choices=sorted(MODELS), default="lraspp")
     parser.add_argument("--width-mult", type=float, default=0.25, help="backbone width (1.0: full)")
     parser.add_argument("--size", type=int, default=96, help="square input side, a multiple of 16")
-    parser.add_argument("--epochs", type=int, default=8, help="upper bound (early stopping)")
+    parser.add_argument("--epochs", type=int, default=10, help="upper bound (early stopping)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--learning-rate", type=float, default=5e-3)
     parser.add_argument("--patience", type=int, default=4, help="EarlyStopping on val_mean_iou")
     parser.add_argument("--lr-patience", type=int, default=2, help="ReduceLROnPlateau on val_loss")
     parser.add_argument("--lr-factor", type=float, default=0.5, help="ReduceLROnPlateau factor")
@@ -273,6 +273,14 @@ def image_files(path: Path) -> list[Path]:
     )
 
 
+def read_image(path: Path) -> np.ndarray:
+    """Decodes one image file to uint8 `(1, H, W, channels)` with mlx-data."""
+    # One stream per file: frames of a folder may differ in size, and a stream's samples may not.
+    stream = Stream([{"image": str(path)}], batch_size=1, shuffle=False, drop_last=False,
+                    transforms=[LoadImage("image")])  # fmt: skip
+    return next(iter(stream))["image"]
+
+
 def blur_files(args: argparse.Namespace) -> None:
     """`--blur`: composites for an image or a folder of frames, with a trained model."""
     weights = args.weights or args.out / "segmenter.safetensors"
@@ -286,19 +294,14 @@ def blur_files(args: argparse.Namespace) -> None:
     config = json.loads(config_path.read_text()) if config_path.is_file() else vars(args)
     model = MODELS[config["model"]](2, width_mult=config["width_mult"], weights=weights).eval()
     files = image_files(args.blur)
-    frames = Stream(
-        [{"image": str(f)} for f in files],
-        batch_size=1,
-        shuffle=False,
-        drop_last=False,
-        transforms=[LoadImage("image")],
-    )
     out = args.out / "blurred"
     start = time.perf_counter()
-    for file, batch in zip(files, frames):
-        image = batch["image"]
+    for file in files:
+        image = read_image(file)
         image = image[..., :3] if image.shape[-1] >= 3 else np.repeat(image, 3, axis=-1)
-        composite, _ = blur_background(model, mx.array(image.astype(np.float32) / 255), config["size"])
+        composite, _ = blur_background(
+            model, mx.array(image.astype(np.float32) / 255), config["size"]
+        )
         save_png(np.array(composite[0]), out / f"{file.stem}.png")
     seconds = time.perf_counter() - start
     print(f"Blurred the background of {len(files)} image(s) in {seconds:.1f} s")

@@ -3,7 +3,7 @@
 A generator (Dense -> BatchNorm -> three transposed convolutions -> tanh) learns to turn noise into
 28x28 images in [-1, 1] while a discriminator (two strided convolutions, LeakyReLU 0.2, Dropout
 0.25, Dense -> one logit) learns to tell them from real ones. Both use Adam with learning rate
-2e-4 and the logit binary cross-entropy, batches of 128, latent vectors of 100.
+2e-4 and the logit binary cross-entropy; latent vectors of 100.
 
 `GANTrainer` below is the whole port: it overrides `train_step` (one discriminator update and one
 generator update per batch, as the Flux code does) and extends `compiled_state()` with the
@@ -13,12 +13,15 @@ progress bar, the CSV log and the per-epoch sample grid come from the Trainer un
 Run:
     python examples/flux/dcgan_fashion.py --data DIR        # Fashion-MNIST (or MNIST) IDX files
     python examples/flux/dcgan_fashion.py                   # ../shared/data/mnist, else synthetic
-    python examples/flux/dcgan_fashion.py --num-train 60000 --epochs 20   # the tutorial's run
+    python examples/flux/dcgan_fashion.py --num-train 60000 --epochs 20 --batch-size 128 \
+        --beta1 0.9                                         # the zoo's run
     python examples/flux/dcgan_fashion.py --quick           # seconds (CI smoke test)
 
-The default trains on a subset for a few epochs (a DCGAN step takes seconds on a laptop CPU):
-enough to see shapes emerge in the sample grids. Without `--data`, the repository's reference
-MNIST (`../shared/data/mnist`) is used when present, synthetic digits otherwise.
+The default trains on 1,280 images for 3 epochs with batches of 16 (240 steps; a DCGAN step on
+128 images takes seconds on a laptop CPU), with Adam's beta1 at the DCGAN paper's 0.5 rather than
+the zoo's 0.9 (`--beta1 0.9`), which settles faster: enough to see strokes emerge in the sample
+grids. Without `--data`, the repository's reference MNIST (`../shared/data/mnist`) is used when
+present, synthetic digits otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -73,7 +77,11 @@ class DiscriminatorScore(Mean):
     """The mean probability that the discriminator gives real (`D(x)`) or generated (`D(G(z))`)
     images: both drift towards 0.5 as the generator gets better."""
 
-    def __init__(self, which: str) -> None:
+    def __init__(self, which: Literal["real", "fake"]) -> None:
+        if which not in ("real", "fake"):
+            raise ValueError(
+                f"DiscriminatorScore: `which` must be 'real' or 'fake'. Received: which={which!r}"
+            )
         super().__init__(name=f"d_{which}")
         self.which = which
 
@@ -150,12 +158,13 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="folder with Fashion-MNIST or MNIST IDX files")
     parser.add_argument("--out", type=Path, default=Path("runs/flux_dcgan"))
-    parser.add_argument("--num-train", type=int, default=2560, help="training images (60000)")
-    parser.add_argument("--epochs", type=int, default=5, help="tutorial: 20")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--num-train", type=int, default=1280, help="tutorial: 60000")
+    parser.add_argument("--epochs", type=int, default=3, help="tutorial: 20")
+    parser.add_argument("--batch-size", type=int, default=16, help="tutorial: 128")
     parser.add_argument("--latent-dim", type=int, default=100)
     parser.add_argument("--lr-generator", type=float, default=2e-4)
     parser.add_argument("--lr-discriminator", type=float, default=2e-4)
+    parser.add_argument("--beta1", type=float, default=0.5, help="Adam's; the zoo's ADAM: 0.9")
     parser.add_argument("--grid", type=int, default=6, help="samples per side of the PNG grid")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
@@ -192,8 +201,8 @@ def main() -> None:
     trainer = GANTrainer(
         generator,
         discriminator,
-        optim.Adam(learning_rate=args.lr_generator),
-        optim.Adam(learning_rate=args.lr_discriminator),
+        optim.Adam(learning_rate=args.lr_generator, betas=[args.beta1, 0.999]),
+        optim.Adam(learning_rate=args.lr_discriminator, betas=[args.beta1, 0.999]),
         latent_dim=args.latent_dim,
     )
 

@@ -15,8 +15,9 @@ Run:
     python examples/flux/resnet_imagenet.py --quick                  # seconds (CI smoke test)
 
 `--data DIR` holds `train/<class>/<image>` and `val/<class>/<image>` (ImageNet's layout, any
-JPEG/PNG files). Without it, a small tree of generated texture images (five classes, images of
-assorted sizes and aspect ratios) is written once under `~/.cache/mlxkit/flux_resnet`.
+JPEG/PNG files). Without it, a small tree of generated texture images (five classes, each its own
+pattern and hue, images of assorted sizes and aspect ratios) is written once under
+`~/.cache/mlxkit/flux_resnet`.
 `--image-size` shrinks the crop for the CPU: the short side is resized to `size * 256 / 224`
 first, keeping the harness's proportions; the default 64 trains in minutes.
 """

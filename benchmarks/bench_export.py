@@ -33,8 +33,6 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 import mlxkit  # noqa: F401  (before mlx: loads the fast BLAS)
 from mlxkit import models
 from mlxkit.export import load_mlpackage, run_mlpackage_numpy
@@ -42,6 +40,8 @@ from mlxkit.export._lower import unsupported
 from mlxkit.export._optimize import optimize
 from mlxkit.export._trace import as_function, trace
 from mlxkit.export.coreml import _atomic_save, _build_program, require_coremltools
+
+import numpy as np
 
 import mlx.core as mx  # isort: skip  (after mlxkit, which loads the fast BLAS first)
 

@@ -22,14 +22,14 @@ import sys
 import mlxkit  # noqa: F401  (loads the fast BLAS before mlx.core)
 
 # isort: split
+from mlxkit import Trainer
+from mlxkit.callbacks import BackupAndRestore, CSVLogger, LambdaCallback, ModelCheckpoint
+
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
-
-from mlxkit import Trainer
-from mlxkit.callbacks import BackupAndRestore, CSVLogger, LambdaCallback, ModelCheckpoint
 
 EPOCHS = 4
 BATCH_SIZE = 8

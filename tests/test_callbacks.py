@@ -6,13 +6,6 @@ import csv
 import os
 import re
 
-import mlx.core as mx
-import mlx.nn as nn
-import mlx.optimizers as optim
-import numpy as np
-import pytest
-from mlx.utils import tree_flatten
-
 import mlxkit
 from mlxkit import Trainer
 from mlxkit.callbacks import (
@@ -29,6 +22,13 @@ from mlxkit.callbacks import (
     ReduceLROnPlateau,
     TerminateOnNaN,
 )
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
 
 STEPS = 3  # 48 training samples in batches of 16
 

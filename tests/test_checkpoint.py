@@ -10,13 +10,6 @@ import signal
 import subprocess
 import sys
 
-import mlx.core as mx
-import mlx.nn as nn
-import mlx.optimizers as optim
-import numpy as np
-import pytest
-from mlx.utils import tree_flatten
-
 import mlxkit
 from mlxkit import Trainer
 from mlxkit.callbacks import (
@@ -27,6 +20,14 @@ from mlxkit.callbacks import (
     ModelCheckpoint,
 )
 from mlxkit.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
 from tests import _resume_worker as worker
 
 WORKER = os.path.join(os.path.dirname(__file__), "_resume_worker.py")

@@ -289,7 +289,7 @@ def test_dice_matches_numpy():
     assert metric.result().item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_membrane_masks_are_thin_closed_boundaries():
+def test_membrane_images_have_dark_thin_boundaries():
     example = load_example("unet")
     image, mask = example.membrane_image(64, np.random.default_rng(0))
     assert image.shape == mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 255}

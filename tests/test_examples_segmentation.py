@@ -66,7 +66,14 @@ def test_quick_run_then_blur_a_folder(tmp_path):
         assert (out / name).exists(), name
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert {"loss", "mean_iou"} <= set(evaluation["model"])
-    assert 0 < evaluation["all_background_mean_iou"] < 0.5  # background IoU / 2, person IoU 0
+    iou = evaluation["iou"]
+    baseline, model = iou["all-background baseline"], iou["mlxkit lraspp"]
+    # All background: person IoU 0, background IoU the background share, their mean half of it.
+    assert baseline["person"] == 0 and 0.5 < baseline["background"] < 1
+    assert abs(baseline["mean_iou"] - baseline["background"] / 2) < 1e-6
+    # The per-class table agrees with the Trainer's streamed MeanIoU.
+    assert abs(model["mean_iou"] - evaluation["model"]["mean_iou"]) < 1e-5
+    assert abs(model["mean_iou"] - (model["background"] + model["person"]) / 2) < 1e-5
     assert set(evaluation["timing_ms_per_frame"]) == {"mask (model + argmax)", "mask + 55x55 blur"}
     # The exported float16 program, run by the NumPy interpreter, against MLX's float32 masks.
     assert evaluation["coreml"]["agreement"] > 0.95

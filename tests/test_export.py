@@ -15,12 +15,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import mlx.core as mx
-import mlx.nn as nn
-import numpy as np
-import pytest
-from mlx.utils import tree_flatten
-
 from mlxkit import models
 from mlxkit.export import (
     ImageInput,
@@ -31,6 +25,12 @@ from mlxkit.export import (
     to_mlxfn,
 )
 from mlxkit.export._mil_numpy import read_blob, upsample_bilinear_nchw
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
 
 pytest.importorskip("coremltools")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import partial
 
+from mlxkit import losses
+
 import numpy as np
 import pytest
-
-from mlxkit import losses
 
 import mlx.core as mx  # isort: skip  (after mlxkit, which loads the fast BLAS first)
 import mlx.nn as nn  # isort: skip

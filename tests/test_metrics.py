@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from mlxkit import metrics
+
 import numpy as np
 import pytest
-
-from mlxkit import metrics
 
 import mlx.core as mx  # isort: skip  (after mlxkit, which loads the fast BLAS first)
 

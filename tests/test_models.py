@@ -11,14 +11,14 @@ import mlx.core as mx
 import mlx.nn as nn
 
 # isort: on
-import numpy as np
-import pytest
-from mlx.utils import tree_flatten
-
 from mlxkit import models
 from mlxkit.models.depth import DepthResNet20
 from mlxkit.models.mobilenet import make_divisible
 from mlxkit.models.segmentation import LRASPP
+
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
 
 
 def count(model: nn.Module) -> int:

@@ -157,7 +157,7 @@ class GANTrainer(Trainer):
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="folder with Fashion-MNIST or MNIST IDX files")
-    parser.add_argument("--out", type=Path, default=Path("runs/flux_dcgan"))
+    parser.add_argument("--out", type=Path, default=Path("runs/flux_dcgan_fashion"))
     parser.add_argument("--num-train", type=int, default=1280, help="tutorial: 60000")
     parser.add_argument("--epochs", type=int, default=3, help="tutorial: 20")
     parser.add_argument("--batch-size", type=int, default=16, help="tutorial: 128")
@@ -170,7 +170,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     args = parser.parse_args()
     if args.quick:
-        args.num_train, args.epochs, args.batch_size, args.grid = 64, 2, 16, 3
+        args.num_train, args.epochs, args.batch_size, args.grid = 16, 2, 8, 3
     return args
 
 

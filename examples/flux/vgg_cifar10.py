@@ -146,7 +146,7 @@ def save_class_grid(images: np.ndarray, labels: np.ndarray, path: Path, per_clas
     rows = []
     for label in range(int(labels.max()) + 1):
         members = images[labels == label][:per_class]
-        if len(members) == per_class:
+        if len(members):
             rows.append(list(members))
     if rows:
         save_png(image_grid(rows), path)

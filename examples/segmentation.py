@@ -335,8 +335,9 @@ def seconds(fn, frame: mx.array) -> float:
 def timing_table(model: nn.Module, size: int, frames: int) -> dict[str, dict[str, float]]:
     """Per-frame latency at batch 1, eager and compiled: the mask alone and the whole blur.
 
-    Eager and compiled calls alternate and the fastest of each is kept (as `timeit` advises):
-    other work sharing the CPU can only add time, so the minimum is the steadiest estimate.
+    The four variants take turns frame by frame and the fastest call of each is kept (as
+    `timeit` advises): other work sharing the CPU can only add time, so the minimum is the
+    steadiest estimate, and taking turns exposes every variant to the same load.
     """
 
     def mask_only(frame):
@@ -346,13 +347,18 @@ def timing_table(model: nn.Module, size: int, frames: int) -> dict[str, dict[str
         return blur_background(model, frame, size)[0]
 
     frame = mx.random.uniform(shape=(1, size, size, 3))
-    table = {}
+    variants = {}
     for name, fn in (("mask (model + argmax)", mask_only), ("mask + 55x55 blur", whole_frame)):
-        compiled = mx.compile(fn)
-        for _ in range(2):  # the first call compiles (or warms the caches)
-            seconds(fn, frame), seconds(compiled, frame)
-        eager, fast = zip(*((seconds(fn, frame), seconds(compiled, frame)) for _ in range(frames)))
-        table[name] = {"eager_ms": min(eager) * 1000, "compiled_ms": min(fast) * 1000}
+        variants[name, "eager_ms"], variants[name, "compiled_ms"] = fn, mx.compile(fn)
+    for fn in variants.values():  # the first calls compile (or warm the caches)
+        seconds(fn, frame), seconds(fn, frame)
+    times = {key: [] for key in variants}
+    for _ in range(frames):
+        for key, fn in variants.items():
+            times[key].append(seconds(fn, frame))
+    table: dict[str, dict[str, float]] = {}
+    for (name, column), values in times.items():
+        table.setdefault(name, {})[column] = min(values) * 1000
     return table
 
 

@@ -66,6 +66,8 @@ def _running_state(trainer: Trainer) -> dict[str, Any]:
         "metrics": {f"metric{i}": m.state for i, m in enumerate(trainer.metrics)},
         "gradient_buffer": trainer.gradient_buffer,
         "random": {"key": cast(list, mx.random.state)[0]},
+        # What a subclass added to compiled_state(): a GAN's discriminator and its optimizer.
+        "extra": {f"item{i}": tree for i, tree in enumerate(trainer.extra_state())},
     }
 
 
@@ -323,6 +325,9 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
         metric.state.update(running["metrics"][f"metric{index}"])
     if "grads" in running.get("gradient_buffer", {}):
         trainer.gradient_buffer["grads"] = running["gradient_buffer"]["grads"]
+    for index, target in enumerate(trainer.extra_state()):
+        if f"item{index}" in running.get("extra", {}):
+            _merge_tree(target, running["extra"][f"item{index}"])
     # MLX has no setter for its global key, but `seed(n)` sets it to (n >> 32, n & 0xffffffff).
     high, low = running["random"]["key"].tolist()
     mx.random.seed((high << 32) | low)
@@ -346,20 +351,20 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
 
 def _merge(state: Any, flat: dict[str, mx.array]) -> Any:
     """Writes flat arrays into the optimizer's state tree in place, keeping its containers."""
-    updated = tree_unflatten(list(flat.items()))
+    return _merge_tree(state, tree_unflatten(list(flat.items())))
 
-    def merge(target: Any, source: Any) -> Any:
-        if isinstance(target, dict):
-            for key in source:
-                target[key] = merge(target.get(key), source[key])
-            return target
-        if isinstance(target, list):
-            for i, value in enumerate(source):
-                target[i] = merge(target[i], value)
-            return target
-        return source
 
-    return merge(state, updated)
+def _merge_tree(target: Any, source: Any) -> Any:
+    """Writes `source`'s arrays into `target` in place (dicts, lists, and so `nn.Module`s)."""
+    if isinstance(target, dict):
+        for key in source:
+            target[key] = _merge_tree(target.get(key), source[key])
+        return target
+    if isinstance(target, list):
+        for i, value in enumerate(source):
+            target[i] = _merge_tree(target[i], value)
+        return target
+    return source
 
 
 def load_weights(model: Any, path: str | os.PathLike) -> None:

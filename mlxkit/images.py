@@ -115,7 +115,8 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> str:
 def image_grid(rows: Sequence[Sequence[np.ndarray]], *, padding: int = 2) -> np.ndarray:
     """Tiles images into one RGB image: `rows[i][j]` goes to row i, column j.
 
-    Grey `(H, W)` / `(H, W, 1)` images are repeated to RGB; all images must share H and W.
+    Grey `(H, W)` / `(H, W, 1)` images are repeated to RGB; `uint8` images are read as 0-255 and
+    float images as 0-1; all images must share H and W.
 
     Example:
         >>> image_grid([[np.zeros((4, 4)), np.ones((4, 4, 3))]], padding=1).shape
@@ -144,7 +145,8 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], *, padding: int = 2) -> np.
 
 
 def _to_rgb(image: np.ndarray) -> np.ndarray:
-    array = np.asarray(image, dtype=np.float64)
+    array = np.asarray(image)
+    array = array / 255.0 if array.dtype == np.uint8 else array.astype(np.float64)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim == 2:

@@ -190,6 +190,10 @@ class Trainer:
             self.gradient_buffer,
         ]
 
+    def extra_state(self) -> list[Any]:
+        """What a subclass added to `compiled_state()`; checkpoints save and restore it too."""
+        return self.compiled_state()[len(Trainer.compiled_state(self)) :]
+
     # ------------------------------------------------------------------ helpers for steps
     def apply_gradients(self, grads: Any) -> None:
         """Accumulates, clips and applies `grads` to the model with the optimizer."""

@@ -531,3 +531,40 @@ def test_the_data_order_seed_of_a_batch_source(tmp_path):
     resumed = worker.make_trainer(init_seed=1)
     resumed.fit(other, epochs=3, verbose=0, resume_from=tmp_path / "ckpt")
     assert resumed.seed == 5 and other.seen == [(1, 5), (2, 5)]
+
+
+def test_state_a_subclass_adds_is_saved_and_restored(tmp_path):
+    """A GAN-style Trainer's extra module and optimizer travel in the checkpoint."""
+    from mlxkit import Trainer
+
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+    import numpy as np
+    from mlx.utils import tree_flatten
+
+    class WithCritic(Trainer):
+        def __init__(self):
+            super().__init__(nn.Linear(3, 2), optim.SGD(learning_rate=0.1), "mse")
+            self.critic = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+            self.critic_optimizer = optim.Adam(learning_rate=0.01)
+            self.critic_optimizer.init(self.critic.trainable_parameters())
+
+        def compiled_state(self):
+            return [*super().compiled_state(), self.critic.state, self.critic_optimizer.state]
+
+    def snapshot(trainer):
+        trees = (trainer.critic.parameters(), trainer.critic_optimizer.state)
+        return [{k: np.array(v) for k, v in tree_flatten(t)} for t in trees]
+
+    trainer = WithCritic()
+    trainer.critic_optimizer.state["step"] = mx.array(7, dtype=mx.uint64)
+    saved = snapshot(trainer)
+    trainer.save_checkpoint(tmp_path / "ckpt")
+
+    other = WithCritic()  # fresh random critic weights and optimizer state
+    assert not np.array_equal(snapshot(other)[0]["layers.0.weight"], saved[0]["layers.0.weight"])
+    other.load_checkpoint(tmp_path / "ckpt")
+    for restored, expected in zip(snapshot(other), saved):
+        assert restored.keys() == expected.keys()
+        for key in expected:
+            np.testing.assert_array_equal(restored[key], expected[key])

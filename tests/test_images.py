@@ -34,3 +34,8 @@ def test_bad_shapes_are_named(tmp_path):
         save_png(np.zeros((2, 2, 5)), tmp_path / "x.png")
     with pytest.raises(ValueError, match="all images must be 2x3"):
         image_grid([[np.zeros((2, 3)), np.zeros((3, 3))]])
+
+
+def test_grid_reads_uint8_images_as_0_to_255():
+    grid = image_grid([[np.full((2, 2), 255, np.uint8), np.zeros((2, 2, 3))]], padding=0)
+    assert grid[:, :2].min() == 1.0 and grid[:, 2:].max() == 0.0

@@ -282,6 +282,18 @@ def read_checkpoint(
     return meta, arrays
 
 
+def _upgrade_running_loss(state: dict[str, mx.array]) -> None:
+    """Translates mlxkit 0.1.0's running-loss keys (`steps`, `first_bad_step`) in place.
+
+    0.1.0 counted the epoch's steps and kept the first bad one; later versions count the steps
+    after which the running total was still finite, which is the first bad step when there is one.
+    """
+    if "loss.steps" not in state or "loss.first_bad_step" not in state:
+        return
+    steps, first_bad = state.pop("loss.steps"), state.pop("loss.first_bad_step")
+    state.setdefault("loss.finite_steps", mx.where(first_bad >= 0, first_bad, steps))
+
+
 def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
     """Restores model, optimizer, running state, position and callback states from `path`.
 
@@ -298,6 +310,7 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
         [0, 1, 2, 3]
     """
     meta, arrays = read_checkpoint(path)
+    _upgrade_running_loss(arrays["state"])
     problems = []
     if meta.get("model_class") != type(trainer.model).__name__:
         problems.append(

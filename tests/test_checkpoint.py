@@ -151,6 +151,23 @@ def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path, accumulate_steps)
     assert without_timing(history.history) == without_timing(straight.history.history)
 
 
+def test_a_mid_epoch_checkpoint_of_mlxkit_0_1_0_still_resumes_exactly(tmp_path):
+    # 0.1.0 kept the epoch's step count and first bad step where later versions count the steps
+    # with a finite running loss; rewrite a checkpoint into the old layout and resume from it.
+    straight = worker.make_trainer()
+    worker.fit(straight, [ModelCheckpoint(tmp_path / "step{step}", every_n_steps=3)])
+    path = tmp_path / "step9" / "state.safetensors"
+    state = mx.load(str(path))
+    state["loss.steps"] = state.pop("loss.finite_steps")
+    state["loss.first_bad_step"] = mx.array(-1, dtype=mx.int32)
+    mx.save_safetensors(str(path), state)
+
+    resumed = worker.make_trainer(init_seed=8)
+    history = worker.fit(resumed, [], resume_from=tmp_path / "step9")
+    assert_same_arrays(worker.weights(resumed), worker.weights(straight))
+    assert without_timing(history.history) == without_timing(straight.history.history)
+
+
 def test_exact_resume_after_sigkill_mid_epoch(tmp_path, reference):
     ref_weights, ref_history, ref_epochs = reference
     crashed = run_worker("crash", tmp_path)

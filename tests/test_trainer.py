@@ -253,6 +253,17 @@ def test_nan_loss_is_reported_with_epoch_and_step(capsys):
     assert "epoch 1, step 3" in capsys.readouterr().out
 
 
+def test_the_first_bad_step_is_reported_when_later_losses_are_finite_again(capsys):
+    # A single bad batch (step 2) followed by good ones: the running total stays non-finite, so
+    # the count of steps with a finite total still points at step 2.
+    x, y = classification_data(num=64)
+    x[20] = np.inf
+    model = small_model()
+    trainer = Trainer(model, optim.SGD(learning_rate=0.0), "cross_entropy")
+    trainer.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    assert "epoch 1, step 2" in capsys.readouterr().out
+
+
 def test_summary_counts_parameters():
     text = mlxkit.summary(small_model(batch_norm=True), (2, 8), print_fn=None)
     # Linear 8*16+16, BatchNorm 16 weight + 16 bias (+ 32 running stats), Linear 16*2+2

@@ -109,8 +109,7 @@ class TerminateOnNaN(Callback):
     """
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
-        loss = self.trainer.loss_state
-        if (loss["first_bad_step"] >= 0).item():
+        if self.trainer._first_bad_step() is not None:
             print(f"TerminateOnNaN: batch {batch}: invalid loss, terminating training", flush=True)
             self.trainer.stop_training = True
 

@@ -267,7 +267,23 @@ def mode_h2h(args) -> dict:
         for name in times
         if name != "hand"
     }
-    return {"times": times, "cpu": cpu, "losses": losses, "ratios": ratios, "steps": spec.steps}
+    pipeline = trainers["mlxkit"].pipeline
+    trial = {
+        "pipelined": pipeline.pipelined,
+        "us_per_step": {
+            ("pipelined" if mode else "one at a time"): statistics.median(times) * 1e6
+            for mode, times in pipeline.seconds_per_step.items()
+            if times
+        },
+    }
+    return {
+        "times": times,
+        "cpu": cpu,
+        "losses": losses,
+        "ratios": ratios,
+        "steps": spec.steps,
+        "pipeline": trial,
+    }
 
 
 class _EmptyBatchHook(Callback):

@@ -282,16 +282,24 @@ def read_checkpoint(
     return meta, arrays
 
 
-def _upgrade_running_loss(state: dict[str, mx.array]) -> None:
-    """Translates mlxkit 0.1.0's running-loss keys (`steps`, `first_bad_step`) in place.
+def _upgrade_running_state(state: dict[str, mx.array]) -> None:
+    """Translates the running sums of an mlxkit 0.1.0 checkpoint to the current keys, in place.
 
-    0.1.0 counted the epoch's steps and kept the first bad one; later versions count the steps
-    after which the running total was still finite, which is the first bad step when there is one.
+    0.1.0 kept scalars: the loss `total`, `count`, `steps` and `first_bad_step`, and each counting
+    metric's `correct` and `count`. Later versions keep `[total, count]` with the steps after
+    which each stayed finite (the first bad step, when there is one), and `[correct, count]`.
     """
-    if "loss.steps" not in state or "loss.first_bad_step" not in state:
-        return
-    steps, first_bad = state.pop("loss.steps"), state.pop("loss.first_bad_step")
-    state.setdefault("loss.finite_steps", mx.where(first_bad >= 0, first_bad, steps))
+    old_loss = ["loss.total", "loss.count", "loss.steps", "loss.first_bad_step"]
+    if all(key in state for key in old_loss):
+        total, count, steps, first_bad = (state.pop(key) for key in old_loss)
+        state["loss.sums"] = mx.stack([total, count]).astype(mx.float32)
+        finite = mx.where(first_bad >= 0, first_bad, steps)
+        state["loss.finite_steps"] = mx.stack([finite, steps]).astype(mx.int32)
+    for key in [key for key in state if key.endswith(".correct")]:
+        prefix = key[: -len("correct")]
+        if f"{prefix}count" in state and f"{prefix}counts" not in state:
+            correct, count = state.pop(key), state.pop(f"{prefix}count")
+            state[f"{prefix}counts"] = mx.stack([correct, count]).astype(mx.int32)
 
 
 def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
@@ -310,7 +318,7 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
         [0, 1, 2, 3]
     """
     meta, arrays = read_checkpoint(path)
-    _upgrade_running_loss(arrays["state"])
+    _upgrade_running_state(arrays["state"])
     problems = []
     if meta.get("model_class") != type(trainer.model).__name__:
         problems.append(

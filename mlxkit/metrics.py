@@ -193,26 +193,31 @@ class Mean(Metric):
 
 
 class _CountingMetric(Metric):
-    """Fraction of valid items that are correct, with integer counts so they stay exact."""
+    """Fraction of valid items that are correct, with integer counts so they stay exact.
+
+    `state["counts"]` is `[correct, count]`: one vector rather than two scalars, so that a
+    compiled step adds both in one fused kernel (each kernel costs MLX's CPU scheduler several
+    microseconds a step).
+    """
 
     def __init__(self, *, name: str) -> None:
         super().__init__(name=name)
-        self.state["correct"] = mx.array(0, dtype=mx.int32)
-        self.state["count"] = mx.array(0, dtype=mx.int32)
+        self.state["counts"] = mx.zeros((2,), dtype=mx.int32)
 
     def _add(self, correct: mx.array, mask: mx.array | None) -> None:
+        count: int | mx.array
         if mask is None:
-            # The common case in as few graph nodes as possible: each costs the CPU scheduler
-            # ~1-2 us per step, and the count is a constant of the compiled graph.
-            self.state["correct"] = self.state["correct"] + mx.sum(correct)
-            self.state["count"] = self.state["count"] + correct.size
-            return
-        valid = _validity(self.name, mask, tuple(correct.shape))
-        self.state["correct"] = self.state["correct"] + mx.sum(correct & valid).astype(mx.int32)
-        self.state["count"] = self.state["count"] + mx.sum(valid).astype(mx.int32)
+            hits, count = mx.sum(correct).astype(mx.int32), correct.size  # a graph constant
+        else:
+            valid = _validity(self.name, mask, tuple(correct.shape))
+            hits = mx.sum(correct & valid).astype(mx.int32)
+            count = mx.sum(valid).astype(mx.int32)
+        hits_or_count = mx.array([True, False])
+        self.state["counts"] = self.state["counts"] + mx.where(hits_or_count, hits, count)
 
     def result(self) -> mx.array:
-        return _safe_divide(self.state["correct"], self.state["count"])
+        correct, count = self.state["counts"]
+        return _safe_divide(correct, count)
 
 
 class Accuracy(_CountingMetric):

@@ -103,9 +103,9 @@ def test_checkpoint_folder_holds_everything_to_resume(tmp_path):
     state = mx.load(os.path.join(path, "state.safetensors"))
     assert state["random.key"].tolist() == mx.random.state[0].tolist()
     # The running loss of the last epoch: its mean is the logged loss.
-    mean = state["loss.total"].item() / state["loss.count"].item()
-    assert mean == pytest.approx(trainer.history.history["loss"][-1], rel=1e-6)
-    assert state["loss.count"].item() == 48
+    total, count = state["loss.sums"].tolist()
+    assert total / count == pytest.approx(trainer.history.history["loss"][-1], rel=1e-6)
+    assert count == 48 and state["loss.finite_steps"].tolist() == [6, 6]
 
 
 def test_load_checkpoint_restores_model_optimizer_position_and_random_key(tmp_path):
@@ -152,14 +152,24 @@ def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path, accumulate_steps)
 
 
 def test_a_mid_epoch_checkpoint_of_mlxkit_0_1_0_still_resumes_exactly(tmp_path):
-    # 0.1.0 kept the epoch's step count and first bad step where later versions count the steps
-    # with a finite running loss; rewrite a checkpoint into the old layout and resume from it.
+    # 0.1.0 kept the running sums as scalars; rewrite a checkpoint into its layout and resume.
     straight = worker.make_trainer()
     worker.fit(straight, [ModelCheckpoint(tmp_path / "step{step}", every_n_steps=3)])
     path = tmp_path / "step9" / "state.safetensors"
     state = mx.load(str(path))
-    state["loss.steps"] = state.pop("loss.finite_steps")
-    state["loss.first_bad_step"] = mx.array(-1, dtype=mx.int32)
+    total, count = state.pop("loss.sums")
+    _, steps = state.pop("loss.finite_steps")
+    correct, items = state.pop("metrics.metric0.counts")
+    state.update(
+        {
+            "loss.total": total,
+            "loss.count": count,
+            "loss.steps": steps,
+            "loss.first_bad_step": mx.array(-1, dtype=mx.int32),
+            "metrics.metric0.correct": correct,
+            "metrics.metric0.count": items,
+        }
+    )
     mx.save_safetensors(str(path), state)
 
     resumed = worker.make_trainer(init_seed=8)
@@ -365,7 +375,7 @@ def assert_unchanged(before, trainer):
         ),
         (
             lambda: trainer_with(worker.make_trainer().model, metrics=()),
-            ["state.safetensors: unexpected keys ['metrics.metric0.correct'"],
+            ["state.safetensors: unexpected keys ['metrics.metric0.counts'"],
         ),
     ],
     ids=["shapes", "missing", "unexpected", "class", "optimizer", "metrics"],

@@ -7,7 +7,6 @@ import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from mlxkit._batches import to_float
 from mlxkit.callbacks.base import Callback
 
 _HIDDEN = {"peak_memory_mb", "active_memory_mb"}
@@ -88,7 +87,7 @@ class ProgressBar(Callback):
         now = time.perf_counter()
         if logs is not None and now - self._last_refresh >= self.refresh_seconds:
             text = _format(logs)  # reading the logs syncs the device, so the count below is free
-            samples = to_float(self.trainer.loss_state["count"])
+            samples = self.trainer._samples_seen()
             if self._samples_start is not None:
                 rate = (samples - self._samples_start) / (now - self._last_refresh)
                 text += f" - {rate:,.0f} samples/s"

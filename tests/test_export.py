@@ -25,6 +25,7 @@ from mlxkit.export import (
     to_mlxfn,
 )
 from mlxkit.export._mil_numpy import read_blob, upsample_bilinear_nchw
+from mlxkit.models import BilinearUpsample
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -172,6 +173,12 @@ OP_CASES: dict[str, tuple[Callable[[], Any], list[tuple[int, ...]], set[str]]] =
         {"gather_nd"},
     ),
     "upsample_bilinear": (lambda: nn.Upsample(2, mode="linear"), [IMAGE], {"upsample_bilinear"}),
+    "upsample_bilinear_matrices": (
+        lambda: BilinearUpsample(2, align_corners=True),
+        [IMAGE],
+        {"upsample_bilinear"},
+    ),
+    "upsample_bilinear_matrices_x8": (lambda: BilinearUpsample(8), [IMAGE], {"upsample_bilinear"}),
     "upsample_bilinear_align_corners": (
         lambda: nn.Upsample(2, mode="linear", align_corners=True),
         [IMAGE],

@@ -12,6 +12,7 @@ import mlx.nn as nn
 
 # isort: on
 from mlxkit import models
+from mlxkit.models import BilinearUpsample
 from mlxkit.models.depth import DepthResNet20
 from mlxkit.models.mobilenet import make_divisible
 from mlxkit.models.segmentation import LRASPP
@@ -251,6 +252,21 @@ def test_upsampling_matches_pytorch_bilinear(build, scale, align_corners):
     result = np.array(upsample(mx.array(plane)[None, :, :, None]))[0, :, :, 0]
     expected = _bilinear_reference(plane.astype(np.float64), scale, align_corners)
     np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("scale", "align_corners"), [(2, True), (2, False), (3, True), (8, False), (16, False)]
+)
+def test_matrix_upsampling_equals_mlx_upsample_forward_and_backward(scale, align_corners):
+    # The models' BilinearUpsample (two matrix products) against MLX's nn.Upsample (gathers).
+    x = mx.array(np.random.default_rng(scale).normal(size=(2, 5, 7, 3)).astype(np.float32))
+    ours = BilinearUpsample(scale, align_corners=align_corners)
+    mlx_upsample = nn.Upsample(scale, mode="linear", align_corners=align_corners)
+    weights = mx.array(np.random.default_rng(0).normal(size=(2, 5 * scale, 7 * scale, 3)))
+    for fn in (lambda up: up(x), lambda up: mx.grad(lambda v: (up(v) * weights).sum())(x)):
+        np.testing.assert_allclose(
+            np.array(fn(ours)), np.array(fn(mlx_upsample)), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_depth_shortcut_subsamples_and_zero_pads_channels():

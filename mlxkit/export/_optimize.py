@@ -500,6 +500,7 @@ def _splice(graph: Graph, replacements: list[tuple[Node, list[Node]]]) -> None:
 # Upsampling, recognised by probing
 
 _RESAMPLE_OPS = {
+    "Matmul",  # with a constant interpolation matrix (mlxkit.models' BilinearUpsample)
     "Gather",
     "Transpose",
     "Squeeze",
@@ -556,7 +557,8 @@ def fuse_upsampling(graph: Graph) -> None:
         starters = [
             u
             for u in index.users.get(source, [])
-            if u.op in ("Gather", "Reshape", "Broadcast", "ExpandDims") and id(u) not in used
+            if u.op in ("Gather", "Reshape", "Broadcast", "ExpandDims", "Transpose")
+            and id(u) not in used
         ]
         if not starters:
             continue
@@ -574,7 +576,7 @@ def fuse_upsampling(graph: Graph) -> None:
                 continue
             if node.op == "Gather" and node.inputs[0] not in reached:
                 continue
-            if node.op == "Multiply" and len(inside) != 1:
+            if node.op in ("Multiply", "Matmul") and len(inside) != 1:
                 continue
             region.append(node)
             reached.update(node.outputs)

@@ -2,7 +2,7 @@
 
 Each factory follows a published definition layer for layer (the module docstrings name the
 source) and takes `weights=` to load a `.safetensors` / `.npz` file strictly. One module per
-family; this package only re-exports the factories.
+family; this package re-exports the factories and the shared `BilinearUpsample` layer.
 
 Example:
     >>> import mlx.core as mx
@@ -15,6 +15,7 @@ from mlxkit.models.dcgan import dcgan_discriminator, dcgan_generator
 from mlxkit.models.depth import depth_resnet20
 from mlxkit.models.flux import flux_mnist_cnn
 from mlxkit.models.gcn import gcn, normalized_adjacency
+from mlxkit.models.layers import BilinearUpsample
 from mlxkit.models.mlp import gluon_mlp
 from mlxkit.models.mobilenet import mobilenet_v3_large
 from mlxkit.models.resnet import resnet18, resnet50
@@ -23,6 +24,7 @@ from mlxkit.models.unet import unet
 from mlxkit.models.vgg import vgg19_cifar
 
 __all__ = [
+    "BilinearUpsample",
     "dcgan_discriminator",
     "dcgan_generator",
     "deeplabv3_mobilenet_v3_large",

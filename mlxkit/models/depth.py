@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from mlxkit.models._common import check_images, load_weights
+from mlxkit.models.layers import BilinearUpsample
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -82,7 +83,7 @@ class DepthResNet20(nn.Module):
         self.layer2 = nn.Sequential(*self._stage(16, 32, stride=2))
         self.layer3 = nn.Sequential(*self._stage(32, 64, stride=2))
         self.layer4 = nn.Sequential(*self._stage(64, 128, stride=2))
-        self.upsample = nn.Upsample(scale_factor=2, mode="linear", align_corners=True)
+        self.upsample = BilinearUpsample(2, align_corners=True)
         self.conv_cat1 = nn.Conv2d(128 + 64, 64, kernel_size=1)
         self.conv_cat2 = nn.Conv2d(64 + 32, 64, kernel_size=1)
         self.conv_cat3 = nn.Conv2d(64 + 16 + 16, 64, kernel_size=1)

@@ -29,6 +29,7 @@ from mlxkit.models._common import (
     check_positive_int,
     load_weights,
 )
+from mlxkit.models.layers import BilinearUpsample
 from mlxkit.models.mobilenet import (
     InvertedResidual,
     _check_width_mult,
@@ -87,7 +88,7 @@ class LRASPP(nn.Module):
         low_channels = _features_channels(self.backbone, self.low_index)
         high_channels = _features_channels(self.backbone, len(self.backbone) - 1)
         self.classifier = _LRASPPHead(low_channels, high_channels, num_classes, inter_channels)
-        self.upsample = nn.Upsample(scale_factor=8, mode="linear", align_corners=False)
+        self.upsample = BilinearUpsample(8)
 
     def __call__(self, x: mx.array) -> mx.array:
         check_images(x, "lraspp_mobilenet_v3_large", channels=3, multiple=16)
@@ -106,7 +107,7 @@ class _LRASPPHead(nn.Module):
         self.scale = [GlobalAvgPool(), nn.Conv2d(high_channels, inter, 1, bias=False), nn.Sigmoid()]
         self.low_classifier = nn.Conv2d(low_channels, num_classes, 1)
         self.high_classifier = nn.Conv2d(inter, num_classes, 1)
-        self.upsample = nn.Upsample(scale_factor=2, mode="linear", align_corners=False)
+        self.upsample = BilinearUpsample(2)
 
     def __call__(self, low: mx.array, high: mx.array) -> mx.array:
         x = apply(self.cbr, high) * apply(self.scale, high)
@@ -175,7 +176,7 @@ class DeepLabV3(nn.Module):
             nn.ReLU(),
             nn.Conv2d(256, num_classes, 1),
         ]
-        self.upsample = nn.Upsample(scale_factor=16, mode="linear", align_corners=False)
+        self.upsample = BilinearUpsample(16)
 
     def __call__(self, x: mx.array) -> mx.array:
         check_images(x, "deeplabv3_mobilenet_v3_large", channels=3, multiple=16)

@@ -93,9 +93,12 @@ class HandLoop:
     One `mx.compile` over `[model.state, optimizer.state, mx.random.state, sums]`; each batch is a
     gather from arrays copied to the device once; the loss sum and the metric (correct predictions
     or absolute error) accumulate on the device, and Python reads a value back only at the end of
-    the epoch. Each step is queued with `mx.async_eval(state)` (`evaluate="async"`, the default:
-    Python builds step n+1 while step n computes), or evaluated with `mx.eval(state)` before the
-    next, as mlx-lm's trainer does (`evaluate="eval"`), which is slower unless the cores are busy.
+    the epoch. Each step is queued with `mx.async_eval(state)` and the loop waits for the step
+    before (`evaluate="async"`, the default: Python builds step n+1 while step n computes, never
+    more than one step ahead, as fit does), or evaluated with `mx.eval(state)` before the next, as
+    mlx-lm's trainer does (`evaluate="eval"`). Which is faster depends on the machine. An unbounded
+    queue (no wait) was no faster here and slowed down the loops timed after it in the same
+    process by a few percent.
     """
 
     def __init__(self, model: nn.Module, spec: W.Workload, *, evaluate: str = "async"):
@@ -131,10 +134,16 @@ class HandLoop:
         size = self.spec.batch_size
         steps = x.shape[0] // size
         order = mx.array(W.order(x.shape[0], seed, epoch))
+        pending = None
         for i in range(steps):
             index = order[i * size : (i + 1) * size]
             self.step(x[index], y[index])
             self.evaluate(self.state)
+            if self.evaluate is mx.async_eval:
+                # At most one step ahead: Python builds step n+1 while step n computes.
+                if pending is not None:
+                    mx.eval(pending)
+                pending = self.sums["loss"]
         mx.eval(self.state)
         return self.sums["loss"].item() / steps
 
@@ -204,7 +213,11 @@ def mode_run(args) -> dict:
 
 
 def alternate(contenders: dict, rounds: int, cpu: dict | None = None) -> dict[str, list[float]]:
-    """Runs `contenders[name](round)` round-robin, reversing the order every other round.
+    """Runs each of `contenders[name](round)` once per round, in a new random order each round.
+
+    A contender's time depends a little on which one ran before it (a pipelined loop leaves the
+    cores in another state than one that waits for each step), so a fixed or merely reversed
+    order biases the comparison by a few percent; a seeded shuffle spreads that evenly.
 
     Returns the wall times; `cpu`, when given, receives the process CPU times (all threads), which
     waiting for a busy core does not inflate. Round 0 compiles and is not timed.
@@ -213,8 +226,9 @@ def alternate(contenders: dict, rounds: int, cpu: dict | None = None) -> dict[st
     times: dict[str, list[float]] = {name: [] for name in names}
     cpu = {} if cpu is None else cpu
     cpu.update({name: [] for name in names})
+    order = np.random.default_rng(0)
     for round_ in range(rounds + 1):
-        for name in names if round_ % 2 == 0 else names[::-1]:
+        for name in order.permutation(names).tolist():
             start, start_cpu = time.perf_counter(), time.process_time()
             contenders[name](round_)
             if round_:

@@ -20,6 +20,7 @@ against the trainer before anything is applied. No pickle is involved anywhere.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -192,9 +193,35 @@ def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> str:
             os.path.join(folder, "callbacks.safetensors"), _callback_arrays(trainer)
         )
         with open(os.path.join(folder, "trainer.json"), "w") as f:
-            json.dump(meta, f, indent=2)
+            json.dump(_strict_json(meta), f, indent=2, allow_nan=False)
 
     return write_folder_atomically(path, write)
+
+
+def _strict_json(value: Any) -> Any:
+    """`value` with infinities and NaNs as `{"__float__": "inf"}`, so the file is strict JSON.
+
+    Python's `json` would write the non-standard `Infinity` (an untouched "best so far" of
+    EarlyStopping is one), which JavaScript, jq and most other parsers refuse.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"__float__": repr(value)}  # 'inf', '-inf' or 'nan'
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(item) for item in value]
+    return value
+
+
+def _from_strict_json(value: Any) -> Any:
+    """Undoes `_strict_json`; files from mlxkit 0.1.0 (bare `Infinity`) read as they are."""
+    if isinstance(value, dict):
+        if value.keys() == {"__float__"} and value["__float__"] in ("inf", "-inf", "nan"):
+            return float(value["__float__"])
+        return {key: _from_strict_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_from_strict_json(item) for item in value]
+    return value
 
 
 def _read_safetensors(path: str) -> dict[str, mx.array]:
@@ -252,7 +279,7 @@ def read_checkpoint(
     meta_path = os.path.join(folder, "trainer.json")
     try:
         with open(meta_path) as f:
-            meta = json.load(f)
+            meta = _from_strict_json(json.load(f))
     except FileNotFoundError:
         raise CheckpointError(f"Checkpoint file missing: {meta_path}") from None
     except json.JSONDecodeError as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -176,6 +177,27 @@ def test_a_mid_epoch_checkpoint_of_mlxkit_0_1_0_still_resumes_exactly(tmp_path):
     history = worker.fit(resumed, [], resume_from=tmp_path / "step9")
     assert_same_arrays(worker.weights(resumed), worker.weights(straight))
     assert without_timing(history.history) == without_timing(straight.history.history)
+
+
+def test_trainer_json_is_strict_json_and_keeps_infinities(tmp_path):
+    # Mid-way through the first epoch EarlyStopping's best is still +inf, which Python's json
+    # writes as the non-standard `Infinity`; the checkpoint must stay readable by strict parsers.
+    trainer = worker.make_trainer()
+    x, y, _ = worker.make_data()
+    callbacks = [
+        EarlyStopping(monitor="loss"),
+        ModelCheckpoint(tmp_path / "step{step}", every_n_steps=2),
+    ]
+    trainer.fit(x, y, batch_size=8, epochs=1, seed=0, verbose=0, callbacks=callbacks)
+    text = (tmp_path / "step2" / "trainer.json").read_text()
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    strict = json.loads(text, parse_constant=refuse)
+    assert strict["callbacks"]["1:EarlyStopping"]["best"] == {"__float__": "inf"}
+    meta = read_checkpoint(tmp_path / "step2")[0]
+    assert meta["callbacks"]["1:EarlyStopping"]["best"] == math.inf
 
 
 def test_exact_resume_after_sigkill_mid_epoch(tmp_path, reference):

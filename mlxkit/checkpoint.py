@@ -384,8 +384,11 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
     trainer.start_batch = meta["batch_in_epoch"]
     trainer.seed = meta["seed"]
     saved = meta.get("callbacks", {})
-    for index, callback in enumerate(trainer.callbacks.callbacks):
-        key = _callback_key(index, callback)
+    saved_arrays = {key.split("/", 1)[0] for key in arrays["callbacks"]}
+    callbacks = trainer.callbacks.callbacks
+    matches = _match_callbacks(callbacks, set(saved) | saved_arrays)
+    for index, key in matches.items():
+        callback = callbacks[index]
         if key in saved:
             callback.load_state_dict(saved[key])
         prefix = f"{key}/"
@@ -394,7 +397,32 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
         }
         if arrays_of:
             callback.load_state_arrays(arrays_of)
+    unused = sorted((set(saved) | saved_arrays) - set(matches.values()))
+    if unused:
+        print(
+            f"mlxkit: {os.fspath(path)} holds the state of callbacks {unused}, which match none "
+            "of this run's callbacks (matched by position and class, or by class when it is "
+            "unique); that state was not restored.",
+            flush=True,
+        )
     mx.eval(trainer.compiled_state())
+
+
+def _match_callbacks(callbacks: list[Any], keys: set[str]) -> dict[int, str]:
+    """Maps each callback's position to its saved state's key: the same position and class, or
+    else the only saved state of its class when it is the only callback of that class."""
+    matches = {}
+    for index, callback in enumerate(callbacks):
+        if _callback_key(index, callback) in keys:
+            matches[index] = _callback_key(index, callback)
+    for index, callback in enumerate(callbacks):
+        name = type(callback).__name__
+        if index in matches or sum(type(c).__name__ == name for c in callbacks) != 1:
+            continue
+        same_class = [k for k in keys - set(matches.values()) if k.split(":", 1)[1] == name]
+        if len(same_class) == 1:
+            matches[index] = same_class[0]
+    return matches
 
 
 def _merge(state: Any, flat: dict[str, mx.array]) -> Any:

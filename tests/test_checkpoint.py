@@ -254,6 +254,30 @@ def test_callback_state_and_arrays_survive_a_resume(tmp_path):
     assert_same_arrays(worker.weights(resumed), snapshots[0])
 
 
+def test_callback_state_follows_its_class_when_the_list_is_reordered(tmp_path, capsys):
+    values = [0.5, 0.9, 0.8, 0.7, 0.6]
+
+    def record(epoch, logs):
+        logs["val_metric"] = values[epoch]
+
+    first = worker.make_trainer()
+    stop = EarlyStopping("val_metric", patience=10)
+    saver = ModelCheckpoint(tmp_path / "ckpt")
+    worker.fit(first, [LambdaCallback(on_epoch_end=record), stop, saver], epochs=3)
+    saved = read_checkpoint(tmp_path / "ckpt")[0]["callbacks"]
+    assert "2:EarlyStopping" in saved and "3:ModelCheckpoint" in saved
+
+    # EarlyStopping moves from position 2 to 3, and no ModelCheckpoint takes the saved one's state.
+    resumed = worker.make_trainer(init_seed=2)
+    stop = EarlyStopping("val_metric", patience=10)
+    listed = [LambdaCallback(on_epoch_end=record), LambdaCallback(), stop]
+    capsys.readouterr()
+    history = worker.fit(resumed, listed, epochs=5, resume_from=tmp_path / "ckpt")
+    assert history.epoch == [0, 1, 2, 3, 4] and (stop.best_epoch, stop.wait) == (0, 4)
+    out = capsys.readouterr().out
+    assert "holds the state of callbacks ['3:ModelCheckpoint']" in out
+
+
 def test_kill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, reference):
     killed = run_worker("write-kill", tmp_path)
     assert killed.returncode == -signal.SIGKILL, killed.stderr

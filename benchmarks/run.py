@@ -98,6 +98,7 @@ SETTINGS = {
         "overhead": 7,
         "memory": 20,
         "blas": 3,
+        "defaults": 3,
     },
     "quick": {
         "repeats": {"mlp": 2, "cnn": 1, "depth": 1},
@@ -105,6 +106,7 @@ SETTINGS = {
         "overhead": 2,
         "memory": 5,
         "blas": 1,
+        "defaults": 1,
     },
     "smoke": {
         "repeats": {"mlp": 1, "cnn": 1, "depth": 1},
@@ -112,6 +114,7 @@ SETTINGS = {
         "overhead": 1,
         "memory": 2,
         "blas": 1,
+        "defaults": 1,
     },
 }
 
@@ -216,8 +219,16 @@ class Runner:
             *size,
         ]
 
-    def call(self, command: list[str], extra_env: dict | None = None, timeout: int = 900) -> dict:
+    def call(
+        self,
+        command: list[str],
+        extra_env: dict | None = None,
+        timeout: int = 900,
+        unset: tuple[str, ...] = (),
+    ) -> dict:
         env = {**self.env, **(extra_env or {})}
+        for key in unset:
+            env.pop(key, None)
         if command[0] == self.python.get("keras"):
             env.update(PEER_ENVS["keras"].get("env", {}))
         result = subprocess.run(
@@ -334,13 +345,18 @@ def run_all(args) -> dict:
                         f"{label} {result['epoch_s']:.3f} s/epoch, loss {result['loss']:.4f}"
                     )
         if "mlp" in inits and not args.no_extras:
-            run_extras(runner, results, inits["mlp"], settings)
+            run_extras(runner, results, inits["mlp"], settings, active)
     results["load_after"] = load_average()
     results["seconds"] = time.time() - started
     return results
 
 
-def run_extras(runner: Runner, results: dict, init: str, settings: dict) -> None:
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def run_extras(
+    runner: Runner, results: dict, init: str, settings: dict, frameworks: list[str]
+) -> None:
     log = runner.log
     log("  fit against the hand loop, one process")
     results["h2h"] = runner.mlx("h2h", "--init", init, "--repeats", str(settings["h2h"]))
@@ -371,6 +387,21 @@ def run_extras(runner: Runner, results: dict, init: str, settings: dict) -> None
             log(f"    {name}: {result['epoch_s']:.3f} s/epoch ({result['blas']})")
             blas[name].append(result)
     results["blas"] = blas
+    log("  MLP with each library's default threads")
+    defaults: dict = {name: [] for name in frameworks}
+    for round_ in range(settings["defaults"]):
+        for framework in (
+            frameworks[round_ % len(frameworks) :] + frameworks[: round_ % len(frameworks)]
+        ):
+            try:
+                command = runner.worker(framework, "mlp", init)
+                result = runner.call(command, timeout=300, unset=THREAD_VARIABLES)
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                log(f"    {framework}: failed: {_tail(str(error), 200)}")
+                continue
+            log(f"    {framework}: {result['epoch_s']:.3f} s/epoch")
+            defaults[framework].append(result)
+    results["defaults"] = defaults
 
 
 # ------------------------------------------------------------------ the page
@@ -454,6 +485,8 @@ def render(results: dict) -> str:
         lines += _memory(results)
     if "blas" in results:
         lines += _blas(results)
+    if results.get("defaults"):
+        lines += _defaults(results)
     lines += _method()
     return "\n".join(lines).rstrip() + "\n"
 
@@ -805,6 +838,30 @@ def _blas(results) -> list[str]:
         "",
     ]
     return lines
+
+
+def _defaults(results) -> list[str]:
+    rows = {name: runs for name, runs in results["defaults"].items() if runs}
+    if "mlxkit" not in rows:
+        return []
+    fit = _median([run["epoch_s"] for run in rows["mlxkit"]])
+    lines = [
+        "## Out of the box: each library's default threads",
+        "",
+        "The MLP again, with no thread caps: each library uses the threads it picks by itself "
+        "(OpenBLAS, under MLX, and PyTorch one per core). What a user gets without tuning; one "
+        "process per run, frameworks interleaved.",
+        "",
+        "| framework | s/epoch median (min-max) | x fit | runs |",
+        "|---|---|---|---|",
+    ]
+    for name, runs in rows.items():
+        times = [run["epoch_s"] for run in runs]
+        lines.append(
+            f"| {FRAMEWORKS[name]} | {_median(times):.3f} ({min(times):.3f}-{max(times):.3f}) | "
+            f"{_median(times) / fit:.2f} | {len(runs)} |"
+        )
+    return [*lines, ""]
 
 
 def _method() -> list[str]:

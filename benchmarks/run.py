@@ -538,6 +538,20 @@ def _headline(results, summary) -> list[str]:
             f"{_median(h2h['ratios']['mlxkit']):.3f}x in wall time and "
             f"{_cpu_ratio(h2h, 'mlxkit'):.3f}x in CPU time."
         )
+    defaults = {name: runs for name, runs in results.get("defaults", {}).items() if runs}
+    if "mlxkit" in defaults:
+        fit = _median([run["epoch_s"] for run in defaults["mlxkit"]])
+        parts = [
+            f"{_median([run['epoch_s'] for run in defaults[peer]]) / fit:.1f}x faster than "
+            f"{FRAMEWORKS[peer]}"
+            for peer in ("keras-mlx", "torch", "lightning")
+            if peer in defaults
+        ]
+        lines.append(
+            f"- Out of the box (each library's default threads), MLP: fit {fit:.2f} s/epoch"
+            + (", " + ", ".join(parts) if parts else "")
+            + "."
+        )
     if results.get("skipped"):
         for framework, reason in results["skipped"].items():
             lines.append(f"- {FRAMEWORKS[framework]}: skipped ({reason}).")

@@ -698,7 +698,7 @@ def _changes() -> list[str]:
         "n+1 while step n computes: always right on an accelerator, and up to ~30% faster on a "
         "CPU with a core free for each thread. On cores shared with other jobs, or hyperthreads "
         "of one core, the two threads slow each other down, and evaluating each step (`mx.eval`, "
-        "mlx-lm's way) is as fast or faster and spends ~20% less CPU time (compare the hand "
+        "mlx-lm's way) is as fast or faster and spends ~15% less CPU time (compare the hand "
         "loop's two variants above, on this machine and in earlier runs). On the CPU, fit times "
         "both on its first ~200 steps and pipelines only if that is at least 5% faster.",
         "- The running loss is one `[total, count]` vector, with the steps after which each "

@@ -3,11 +3,12 @@
 Queueing step n with `mx.async_eval` and then waiting for step n-1 lets Python build step n+1
 while step n computes, never more than one step ahead. On an accelerator that is always right. On
 the CPU, Python's thread and MLX's compute thread share the cores: with a core free for each,
-pipelining hides the Python time of every step (up to ~30% of a small MLP's epoch); on cores busy
-with other work, or two hyperthreads of one core, the threads slow each other down and evaluating
-each step before building the next is as fast or faster (by up to 20% in `docs/benchmarks.md`),
-and it spends ~20% less CPU time. No fixed choice wins everywhere, so on the CPU `"auto"` times
-both on the first steps of training and pipelines only where that is clearly faster.
+pipelining hides the Python time of every step (28% of a small MLP's epoch on an idle 2-core AMD
+machine); on cores busy with other work, or on some virtual machines, the threads slow each other
+down and evaluating each step before building the next is as fast or faster (by 10-20% on the
+same AMD machine when loaded, by 0-4% on an idle 2-vCPU Intel one), and it spends ~15% less CPU
+time. No fixed choice wins everywhere, so on the CPU `"auto"` times both on the first steps of
+training and pipelines only where that is clearly faster.
 """
 
 from __future__ import annotations

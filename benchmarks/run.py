@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -239,10 +240,24 @@ class Runner:
             raise RuntimeError(_tail(result.stderr or result.stdout, 600))
         return json.loads(lines[-1][len("RESULT ") :])
 
+    def attempt(self, label: str, command: list[str], **call: Any) -> tuple[dict | None, str]:
+        """`call`, logging a failure under `label`: (result, "") or (None, the error)."""
+        try:
+            return self.call(command, **call), ""
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            self.log(f"{label} failed: {_tail(str(error), 200)}")
+            return None, str(error)
+
     def mlx(self, mode: str, *options: str, extra_env: dict | None = None) -> dict:
         command = [self.python["main"], str(HERE / "_mlx_worker.py"), mode, *options]
         command += ["--size", self.args.size, "--mnist", str(self.args.mnist)]
         return self.call(command, extra_env)
+
+
+def _rotated(items: list[str], shift: int) -> list[str]:
+    """`items` started at position `shift` (mod its length): who goes first changes each round."""
+    shift %= len(items)
+    return items[shift:] + items[:shift]
 
 
 def _tail(text: str, limit: int) -> str:
@@ -330,14 +345,12 @@ def run_all(args) -> dict:
         for name in workloads:
             entry = results["workloads"][name]
             for round_ in range(repeats[name]):
-                order = active[round_ % len(active) :] + active[: round_ % len(active)]
-                for framework in order:
+                for framework in _rotated(active, round_):
                     label = f"  {name} round {round_ + 1}/{repeats[name]} {framework:10s}"
-                    try:
-                        result = runner.call(runner.worker(framework, name, inits[name]))
-                    except (RuntimeError, subprocess.TimeoutExpired) as error:
-                        entry["errors"].setdefault(framework, str(error))
-                        runner.log(f"{label} failed: {_tail(str(error), 200)}")
+                    command = runner.worker(framework, name, inits[name])
+                    result, error = runner.attempt(label, command)
+                    if result is None:
+                        entry["errors"].setdefault(framework, error)
                         continue
                     result["round"] = round_
                     entry["runs"][framework].append(result)
@@ -377,30 +390,24 @@ def run_extras(
     blas: dict = {name: [] for name in configs}
     for _ in range(settings["blas"]):
         for name, extra in configs.items():
-            try:
-                # One thread per core can be 10x slower on shared cores: bound the wait.
-                command = runner.worker("mlxkit", "mlp", init)
-                result = runner.call(command, extra_env=extra, timeout=300)
-            except (RuntimeError, subprocess.TimeoutExpired) as error:
-                log(f"    {name}: failed: {_tail(str(error), 200)}")
-                continue
-            log(f"    {name}: {result['epoch_s']:.3f} s/epoch ({result['blas']})")
-            blas[name].append(result)
+            # One thread per core can be 10x slower on shared cores: bound the wait.
+            command = runner.worker("mlxkit", "mlp", init)
+            result, _ = runner.attempt(f"    {name}:", command, extra_env=extra, timeout=300)
+            if result is not None:
+                log(f"    {name}: {result['epoch_s']:.3f} s/epoch ({result['blas']})")
+                blas[name].append(result)
     results["blas"] = blas
     log("  MLP with each library's default threads")
     defaults: dict = {name: [] for name in frameworks}
     for round_ in range(settings["defaults"]):
-        for framework in (
-            frameworks[round_ % len(frameworks) :] + frameworks[: round_ % len(frameworks)]
-        ):
-            try:
-                command = runner.worker(framework, "mlp", init)
-                result = runner.call(command, timeout=300, unset=THREAD_VARIABLES)
-            except (RuntimeError, subprocess.TimeoutExpired) as error:
-                log(f"    {framework}: failed: {_tail(str(error), 200)}")
-                continue
-            log(f"    {framework}: {result['epoch_s']:.3f} s/epoch")
-            defaults[framework].append(result)
+        for framework in _rotated(frameworks, round_):
+            command = runner.worker(framework, "mlp", init)
+            result, _ = runner.attempt(
+                f"    {framework}:", command, timeout=300, unset=THREAD_VARIABLES
+            )
+            if result is not None:
+                log(f"    {framework}: {result['epoch_s']:.3f} s/epoch")
+                defaults[framework].append(result)
     results["defaults"] = defaults
 
 

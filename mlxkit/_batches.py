@@ -150,13 +150,13 @@ class ArrayBatches:
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         order = self._indices()
         contiguous = not self.shuffle and self.num_ranks == 1
-        # The epoch's order goes to the device once, as uint32, and each batch gathers with a
-        # slice of it: ~2% faster on a small MLP than an index array made per batch.
-        device_order = order if contiguous else mx.array(order.astype(np.uint32))
+        # Otherwise the epoch's order goes to the device once, as uint32, and each batch gathers
+        # with a slice of it: ~2% faster on a small MLP than an index array made per batch.
+        device_order = None if contiguous else mx.array(order.astype(np.uint32))
         stop = len(self) * self.batch_size
         for start in range(self.start_batch * self.batch_size, stop, self.batch_size):
-            end = min(start + self.batch_size, len(order))
-            take = slice(start, end) if contiguous else device_order[start:end]
+            rows = slice(start, start + self.batch_size)  # the last one may run past the end
+            take = rows if device_order is None else device_order[rows]
             yield _take(self.x, take), _take(self.y, take)
         self.start_batch = 0
 

@@ -384,9 +384,10 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
     trainer.start_batch = meta["batch_in_epoch"]
     trainer.seed = meta["seed"]
     saved = meta.get("callbacks", {})
-    saved_arrays = {key.split("/", 1)[0] for key in arrays["callbacks"]}
+    # A callback's state is in trainer.json, callbacks.safetensors ("key/array") or both.
+    saved_keys = set(saved) | {key.split("/", 1)[0] for key in arrays["callbacks"]}
     callbacks = trainer.callbacks.callbacks
-    matches = _match_callbacks(callbacks, set(saved) | saved_arrays)
+    matches = _match_callbacks(callbacks, saved_keys)
     for index, key in matches.items():
         callback = callbacks[index]
         if key in saved:
@@ -397,7 +398,7 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
         }
         if arrays_of:
             callback.load_state_arrays(arrays_of)
-    unused = sorted((set(saved) | saved_arrays) - set(matches.values()))
+    unused = sorted(saved_keys - set(matches.values()))
     if unused:
         print(
             f"mlxkit: {os.fspath(path)} holds the state of callbacks {unused}, which match none "

@@ -269,6 +269,19 @@ def test_matrix_upsampling_equals_mlx_upsample_forward_and_backward(scale, align
         )
 
 
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: BilinearUpsample(1.5), r"`scale_factor` must be an integer >= 1.*1\.5"),
+        (lambda: BilinearUpsample(0), r"`scale_factor` must be an integer >= 1.*=0"),
+        (lambda: BilinearUpsample(2)(mx.zeros((4, 4, 3))), r"\(B, H, W, C\).*\(4, 4, 3\)"),
+    ],
+)
+def test_matrix_upsampling_rejects_bad_input(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
 def test_depth_shortcut_subsamples_and_zero_pads_channels():
     block = DepthResNet20().layer2.layers[0]  # 16 -> 32 channels, stride 2
     x = mx.random.normal((1, 8, 8, 16))

@@ -21,8 +21,9 @@ class BilinearUpsample(nn.Module):
     Bilinear interpolation is linear along each spatial axis, so it is a product with a fixed
     (output size x input size) matrix per axis. MLX's `nn.Upsample` gathers and blends pixels
     instead, and the gradient of a gather is a scatter-add, which is slow on the CPU: at the depth
-    model's last decoder upsample (8x16x32x64 to 32x64) the forward and backward pass take 29 ms
-    there against 4.6 ms as matrix products, which also run on the fast BLAS. The results agree
+    model's last decoder upsample (8x16x32x64 to 32x64) the forward and backward pass take 19 ms
+    there against 5.4 ms as matrix products, which also run on the fast BLAS
+    (`benchmarks/bench_upsample.py`, one BLAS thread). The results agree
     with `nn.Upsample` to float32 rounding (the tests compare both directions), and the Core ML
     exporter recognises either as `upsample_bilinear`.
 
@@ -39,10 +40,20 @@ class BilinearUpsample(nn.Module):
 
     def __init__(self, scale_factor: int, *, align_corners: bool = False) -> None:
         super().__init__()
+        if isinstance(scale_factor, bool) or not isinstance(scale_factor, int) or scale_factor < 1:
+            raise ValueError(
+                "BilinearUpsample: `scale_factor` must be an integer >= 1 (use nn.Upsample for "
+                f"fractional factors). Received: scale_factor={scale_factor!r}"
+            )
         self.scale_factor = scale_factor
         self.align_corners = align_corners
 
     def __call__(self, x: mx.array) -> mx.array:
+        if x.ndim != 4:
+            raise ValueError(
+                "BilinearUpsample: expected NHWC images of shape (B, H, W, C). "
+                f"Received: x.shape={tuple(x.shape)}"
+            )
         _, height, width, _ = x.shape
         rows = mx.array(_interpolation_matrix(height, self.scale_factor, self.align_corners))
         cols = mx.array(_interpolation_matrix(width, self.scale_factor, self.align_corners))

@@ -1,22 +1,17 @@
 """Turning what `fit` / `evaluate` / `predict` receive into batches of `mx.array`.
 
-Every batch source the Trainer uses follows one small protocol, which `mlxkit.data.Stream` follows
-too:
-
-- `iter(source)` yields batches: `(x, y)` tuples or dicts of arrays (NumPy or MLX);
-- `len(source)`, when defined, is the number of batches per epoch;
-- `source.set_epoch(epoch, start_batch=0)`, when defined, fixes that epoch's order as a pure
-  function of the seed and the epoch, and skips the first `start_batch` batches (exact mid-epoch
-  resume).
-
-`ArrayBatches` implements it for in-memory arrays: they are copied to MLX once, and each batch is a
-gather on the device, so no per-step NumPy copy happens.
+`ArrayBatches` follows the batch-source protocol (`mlxkit.sources.BatchSource`) for in-memory
+arrays: they are copied to MLX once, and each batch is a gather on the device, so no per-step NumPy
+copy happens. The helpers here convert and inspect array trees.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any, cast
+
+from mlxkit.sources import check_shard, epoch_permutation, rank_share
 
 import mlx.core as mx
 import numpy as np
@@ -75,11 +70,6 @@ def to_mx(tree: Any) -> Any:
     )
 
 
-def epoch_permutation(num: int, seed: int, epoch: int) -> np.ndarray:
-    """The sample order of one epoch: a pure function of (seed, epoch), the same on every rank."""
-    return np.random.default_rng([seed, epoch]).permutation(num)
-
-
 class ArrayBatches:
     """Batches over in-memory arrays `x` (and optionally `y`), following the batch-source protocol.
 
@@ -90,7 +80,8 @@ class ArrayBatches:
         shuffle: Whether each epoch visits the samples in a fresh seeded order.
         seed: The data-order seed.
         drop_last: Drop the last partial batch (static shapes for compiled training).
-        shard: `(rank, num_ranks)`: this rank's disjoint share of every epoch.
+        shard: `(rank, num_ranks)`: this rank's disjoint share (`mlxkit.sources.rank_share`) of
+            every epoch.
 
     Example:
         >>> import numpy as np
@@ -125,8 +116,19 @@ class ArrayBatches:
             seed,
             drop_last,
         )
-        self.rank, self.num_ranks = shard or (0, 1)
+        self.shard = check_shard(shard)
         self.epoch, self.start_batch = 0, 0
+
+    def replace(
+        self, *, seed: int | None = None, shard: tuple[int, int] | None = None
+    ) -> ArrayBatches:
+        """A copy (sharing the arrays) with another `seed` and/or `shard`."""
+        view = copy.copy(self)
+        if seed is not None:
+            view.seed = seed
+        if shard is not None:
+            view.shard = check_shard(shard)
+        return view
 
     def _indices(self) -> np.ndarray:
         order = (
@@ -134,14 +136,10 @@ class ArrayBatches:
             if self.shuffle
             else np.arange(self.num)
         )
-        if self.num_ranks > 1:
-            # Equal counts on every rank, so no rank waits alone in a collective.
-            per_rank = self.num // self.num_ranks
-            order = order[self.rank * per_rank : (self.rank + 1) * per_rank]
-        return order
+        return order[rank_share(self.num, *self.shard)]
 
     def __len__(self) -> int:
-        count = self.num // self.num_ranks  # what _indices() keeps, without drawing the order
+        count = self.num // self.shard[1]  # what _indices() keeps, without drawing the order
         return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
 
     def set_epoch(self, epoch: int, *, start_batch: int = 0) -> None:
@@ -149,7 +147,7 @@ class ArrayBatches:
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         order = self._indices()
-        contiguous = not self.shuffle and self.num_ranks == 1
+        contiguous = not self.shuffle and self.shard[1] == 1
         # Otherwise the epoch's order goes to the device once, as uint32, and each batch gathers
         # with a slice of it: ~2% faster on a small MLP than an index array made per batch.
         device_order = None if contiguous else mx.array(order.astype(np.uint32))

@@ -8,8 +8,9 @@ A checkpoint folder holds:
 - `state.safetensors`: the running loss and metric sums of the epoch in progress, any gradient
   accumulation buffer, and the random key, so a mid-epoch resume continues the same epoch;
 - `callbacks.safetensors`: arrays callbacks keep (EarlyStopping's best weights);
-- `trainer.json`: format version, epoch, global step, position within the epoch, data-order seed,
-  callback states (EarlyStopping's best and wait, ModelCheckpoint's top-k, History), the mlxkit and
+- `trainer.json`: format version, the loop position (`mlxkit.trainer.LoopState`: epoch, batches
+  done in the epoch, global step, data-order seed), callback states (EarlyStopping's best and
+  wait, ModelCheckpoint's top-k, History), the mlxkit and
   MLX versions and the model's class name.
 
 Writes go to a temporary folder beside the target that is renamed into place, so a crash during a
@@ -30,7 +31,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 if TYPE_CHECKING:
-    from mlxkit.trainer import Trainer
+    from mlxkit.trainer import LoopState, Trainer
 
 FORMAT_VERSION = 1
 ARRAY_FILES = ("model", "optimizer", "state", "callbacks")
@@ -70,6 +71,21 @@ def _running_state(trainer: Trainer) -> dict[str, Any]:
         # What a subclass added to compiled_state(): a GAN's discriminator and its optimizer.
         "extra": {f"item{i}": tree for i, tree in enumerate(trainer.extra_state())},
     }
+
+
+def _loop_fields(loop: LoopState) -> dict[str, Any]:
+    """The loop position as trainer.json holds it (the stop flag is not saved: a resume runs)."""
+    return {
+        "epoch": loop.epoch,
+        "global_step": loop.global_step,
+        "batch_in_epoch": loop.batch_in_epoch,
+        "seed": loop.seed,
+    }
+
+
+def _restore_loop(loop: LoopState, meta: dict[str, Any]) -> None:
+    loop.epoch, loop.global_step = meta["epoch"], meta["global_step"]
+    loop.batch_in_epoch, loop.seed = meta["batch_in_epoch"], meta["seed"]
 
 
 def _callback_key(index: int, callback: Any) -> str:
@@ -164,15 +180,12 @@ def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> str:
     """
     import mlxkit
 
-    if getattr(trainer, "rank", 0) != 0:
+    if not trainer.is_main_process:
         return os.path.abspath(os.fspath(path))
     mx.eval(trainer.compiled_state())
     meta = {
         "format_version": FORMAT_VERSION,
-        "epoch": trainer.epoch,
-        "global_step": trainer.global_step,
-        "batch_in_epoch": trainer.start_batch,
-        "seed": trainer.seed,
+        **_loop_fields(trainer.loop),
         "callbacks": _callback_states(trainer),
         "model_class": type(trainer.model).__name__,
         "mlxkit_version": getattr(mlxkit, "__version__", "unknown"),
@@ -326,7 +339,7 @@ def _upgrade_running_state(state: dict[str, mx.array]) -> None:
         prefix = key[: -len("correct")]
         if f"{prefix}count" in state and f"{prefix}counts" not in state:
             correct, count = state.pop(key), state.pop(f"{prefix}count")
-            state[f"{prefix}counts"] = mx.stack([correct, count]).astype(mx.int32)
+            state[f"{prefix}counts"] = mx.stack([correct, count])
 
 
 def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
@@ -359,6 +372,11 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
     }
     for name in expected:
         problems += _compare(f"{name}.safetensors", expected[name], arrays[name])
+    # Earlier checkpoints kept counts as int32 (0.1.0 and the first 0.2 format): take the dtype
+    # of this trainer's state, so that a resumed count keeps counting past 2**31.
+    for key, value in arrays["state"].items():
+        if key in expected["state"] and value.dtype != expected["state"][key].dtype:
+            arrays["state"][key] = value.astype(expected["state"][key].dtype)
     if problems:
         raise CheckpointError(
             f"Checkpoint {os.fspath(path)!r} does not match this trainer; nothing was loaded:\n- "
@@ -379,10 +397,7 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
     # MLX has no setter for its global key, but `seed(n)` sets it to (n >> 32, n & 0xffffffff).
     high, low = running["random"]["key"].tolist()
     mx.random.seed((high << 32) | low)
-    trainer.epoch = meta["epoch"]
-    trainer.global_step = meta["global_step"]
-    trainer.start_batch = meta["batch_in_epoch"]
-    trainer.seed = meta["seed"]
+    _restore_loop(trainer.loop, meta)
     saved = meta.get("callbacks", {})
     # A callback's state is in trainer.json, callbacks.safetensors ("key/array") or both.
     saved_keys = set(saved) | {key.split("/", 1)[0] for key in arrays["callbacks"]}

@@ -5,17 +5,17 @@ Launch one process per device or host with `mlx.launch`, e.g. two local processe
     mlx.launch -n 2 --backend ring -- python examples/gluon_mnist_mlp.py
 
 Inside, `Trainer` finds the group by itself (`distributed=None`): each rank trains on a disjoint
-shard of every epoch, gradients are averaged with an all-reduce inside the compiled step, metric
-sums are all-reduced at epoch ends so every rank logs the same values, and only rank 0 prints or
-writes files. `batch_size` is per rank: the global batch is `batch_size * world_size`, so scale the
-learning rate accordingly (linearly for SGD, with a warm-up for large worlds).
+shard of every epoch (`mlxkit.sources.rank_share`), gradients are averaged with an all-reduce
+inside the compiled step, metric sums are all-reduced at epoch ends so every rank logs the same
+values, and only rank 0 (`Trainer.is_main_process`) prints or writes files. `batch_size` is per
+rank: the global batch is `batch_size * world_size`, so scale the learning rate accordingly
+(linearly for SGD, with a warm-up for large worlds).
 
 This module owns the group discovery and the collectives the Trainer uses; it imports only MLX.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 import mlx.core as mx
@@ -74,50 +74,25 @@ def world_size() -> int:
 
 
 def all_sum_states(states: list[dict[str, mx.array]], group: Any) -> list[dict[str, mx.array]]:
-    """All-reduces (sums) every array of a list of state dicts in one collective.
+    """All-reduces (sums) every array of a list of state dicts, one collective per dtype.
 
-    Metric states hold sums and counts, so the summed state gives the global metric.
-    """
-    flat = [(i, key, value) for i, state in enumerate(states) for key, value in state.items()]
-    if not flat:
-        return [{} for _ in states]
-    # One concatenated float32 vector: a single collective instead of one per array.
-    packed = mx.concatenate([value.astype(mx.float32).reshape(-1) for _, _, value in flat])
-    summed = mx.distributed.all_sum(packed, group=group)
-    result: list[dict[str, mx.array]] = [{} for _ in states]
-    offset = 0
-    for i, key, value in flat:
-        part = summed[offset : offset + value.size].reshape(value.shape).astype(value.dtype)
-        result[i][key] = part
-        offset += value.size
-    return result
-
-
-class ShardedBatches:
-    """Every `num_ranks`-th batch of a batch source from `rank` on, the same count on all ranks.
-
-    For batch sources that cannot shard themselves (a plain list of batches); an
-    `mlxkit.data.Stream` shards its samples instead.
+    Metric states hold sums and counts, so the summed state gives the global metric. Arrays travel
+    in their own dtype: an int64 count past 2**24 (float32's exact range) or 2**31 stays exact.
 
     Example:
-        >>> [b for b in ShardedBatches([0, 1, 2, 3, 4], rank=1, num_ranks=2)]
-        [1, 3]
+        >>> group = mx.distributed.init()  # a world of one: the sum is the state itself
+        >>> all_sum_states([{"count": mx.array(2**31 + 1, dtype=mx.int64)}], group)[0]["count"]
+        array(2147483649, dtype=int64)
     """
-
-    def __init__(self, batches: Iterable[Any], rank: int, num_ranks: int):
-        self.batches, self.rank, self.num_ranks = batches, rank, num_ranks
-
-    def __len__(self) -> int:
-        return len(self.batches) // self.num_ranks  # type: ignore[arg-type]
-
-    def set_epoch(self, epoch: int, *, start_batch: int = 0) -> None:
-        if hasattr(self.batches, "set_epoch"):
-            self.batches.set_epoch(epoch, start_batch=start_batch * self.num_ranks)
-
-    def __iter__(self) -> Iterator[Any]:
-        group: list[Any] = []
-        for batch in self.batches:
-            group.append(batch)
-            if len(group) == self.num_ranks:
-                yield group[self.rank]
-                group = []
+    flat = [(i, key, value) for i, state in enumerate(states) for key, value in state.items()]
+    result: list[dict[str, mx.array]] = [{} for _ in states]
+    for dtype in dict.fromkeys(value.dtype for _, _, value in flat):
+        same = [(i, key, value) for i, key, value in flat if value.dtype == dtype]
+        # One concatenated vector per dtype: a collective per dtype instead of one per array.
+        packed = mx.concatenate([value.reshape(-1) for _, _, value in same])
+        summed = mx.distributed.all_sum(packed, group=group)
+        offset = 0
+        for i, key, value in same:
+            result[i][key] = summed[offset : offset + value.size].reshape(value.shape)
+            offset += value.size
+    return result

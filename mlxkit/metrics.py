@@ -52,6 +52,11 @@ def _check_option(owner: str, argument: str, value: object, options: tuple[str, 
         )
 
 
+# Counters are int64, which every MLX backend adds (CPU, Metal, CUDA): int32 overflows past 2**31
+# items per epoch, which full-resolution segmentation reaches; float32 is exact only to 2**24.
+COUNT_DTYPE = mx.int64
+
+
 def _safe_divide(numerator: mx.array, denominator: mx.array) -> mx.array:
     # 0 rather than NaN before anything has been counted, as Keras does.
     positive = denominator > 0
@@ -202,16 +207,16 @@ class _CountingMetric(Metric):
 
     def __init__(self, *, name: str) -> None:
         super().__init__(name=name)
-        self.state["counts"] = mx.zeros((2,), dtype=mx.int32)
+        self.state["counts"] = mx.zeros((2,), dtype=COUNT_DTYPE)
 
     def _add(self, correct: mx.array, mask: mx.array | None) -> None:
         count: int | mx.array
         if mask is None:
-            hits, count = mx.sum(correct).astype(mx.int32), correct.size  # a graph constant
+            hits, count = mx.sum(correct).astype(COUNT_DTYPE), correct.size  # a graph constant
         else:
             valid = _validity(self.name, mask, tuple(correct.shape))
-            hits = mx.sum(correct & valid).astype(mx.int32)
-            count = mx.sum(valid).astype(mx.int32)
+            hits = mx.sum(correct & valid).astype(COUNT_DTYPE)
+            count = mx.sum(valid).astype(COUNT_DTYPE)
         hits_or_count = mx.array([True, False])
         self.state["counts"] = self.state["counts"] + mx.where(hits_or_count, hits, count)
 
@@ -405,7 +410,7 @@ class MeanIoU(Metric):
             )
         super().__init__(name=name)
         self.num_classes = num_classes
-        self.state["confusion"] = mx.zeros((num_classes, num_classes), dtype=mx.int32)
+        self.state["confusion"] = mx.zeros((num_classes, num_classes), dtype=COUNT_DTYPE)
 
     def _labels(self, outputs: mx.array, targets: mx.array) -> tuple[mx.array, mx.array]:
         out_shape, target_shape = tuple(outputs.shape), tuple(targets.shape)
@@ -435,9 +440,10 @@ class MeanIoU(Metric):
         valid = _validity(self.name, mask, tuple(labels.shape))
         valid = valid & (labels >= 0) & (labels < size) & (predicted >= 0) & (predicted < size)
         cells = mx.where(valid, labels * size + predicted, 0).reshape(-1)
-        confusion = self.state["confusion"].reshape(-1)
-        confusion = confusion.at[cells].add(valid.reshape(-1).astype(mx.int32))
-        self.state["confusion"] = confusion.reshape(size, size)
+        # One batch's counts fit int32, whose scatter-add every backend has; the total is int64.
+        ones = valid.reshape(-1).astype(mx.int32)
+        batch = mx.zeros((size * size,), dtype=mx.int32).at[cells].add(ones)
+        self.state["confusion"] += batch.reshape(size, size).astype(COUNT_DTYPE)
 
     def result(self) -> mx.array:
         confusion = self.state["confusion"]
@@ -457,7 +463,7 @@ class _ErrorMetric(Metric):
         self.ignore_zero = ignore_zero
         self.average = average
         self.state["total"] = mx.array(0.0)
-        self.state["count"] = mx.array(0, dtype=mx.int32)
+        self.state["count"] = mx.array(0, dtype=COUNT_DTYPE)
 
     @abc.abstractmethod
     def _error(self, outputs: mx.array, targets: mx.array) -> mx.array:
@@ -490,7 +496,7 @@ class _ErrorMetric(Metric):
             has_pixels = per_image_count > 0
             total, count = mx.sum(mx.where(has_pixels, per_image, 0.0)), mx.sum(has_pixels)
         self.state["total"] = self.state["total"] + total
-        self.state["count"] = self.state["count"] + count.astype(mx.int32)
+        self.state["count"] = self.state["count"] + count.astype(COUNT_DTYPE)
 
     def result(self) -> mx.array:
         mean = _safe_divide(self.state["total"], self.state["count"])

@@ -1,5 +1,9 @@
 """`Trainer`: Keras-style `fit` / `evaluate` / `predict` over a plain `mlx.nn.Module`.
 
+This module owns the loops, the loop position (`LoopState`), the callback calls and the validation
+cadence. Batches come from a batch source (`mlxkit.sources`); checkpoints (`mlxkit.checkpoint`)
+save and restore the loop position with everything else.
+
 The loops here read top to bottom; the maths lives in `train_step`, `test_step` and `predict_step`,
 the override points. Each step is compiled once with `mx.compile` over the state it reads and writes
 (`compiled_state()`: model, optimizer, random state, loss and metric accumulators), so a training
@@ -9,12 +13,13 @@ callback that reads batch logs, the end of an epoch).
 
 from __future__ import annotations
 
-import itertools
+import inspect
 import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from mlxkit import _blas
@@ -22,10 +27,12 @@ from mlxkit import losses as losses_module
 from mlxkit import metrics as metrics_module
 from mlxkit._batches import ArrayBatches, flat_items, is_array_tree, num_samples, to_float, to_mx
 from mlxkit._pipelining import PipelineMode, StepPipeline
+from mlxkit._validation import check_int
 from mlxkit.callbacks.base import Callback, CallbackList, LazyLogs
 from mlxkit.callbacks.history import History
 from mlxkit.callbacks.progress import ProgressBar
-from mlxkit.distributed import ShardedBatches, all_sum_states, distributed_group
+from mlxkit.distributed import all_sum_states, distributed_group
+from mlxkit.sources import BatchSource, IterableBatches
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -34,6 +41,34 @@ import numpy as np
 from mlx.utils import tree_map, tree_unflatten
 
 Batch = tuple[Any, Any]
+
+
+@dataclass
+class LoopState:
+    """Where `fit` is: the one record of the loop's position, which checkpoints save and restore.
+
+    Callbacks read it through the Trainer's properties (`trainer.epoch`, `trainer.global_step`,
+    ...). A batch is one call of the training step; with `accumulate_steps=k` the optimizer
+    updates once every k batches, so `global_step` counts batches, not optimizer updates.
+
+    Attributes:
+        epoch: The epoch in progress (0-based), or the next one between epochs.
+        batch_in_epoch: Batches of `epoch` already trained; a resume continues after them.
+        global_step: Batches trained since the first `fit`, across epochs and `fit` calls.
+        seed: The data-order seed of the run.
+        stop_training: Set (by a callback, say) to stop after the current batch.
+
+    Example:
+        >>> state = LoopState(epoch=2, batch_in_epoch=3, global_step=19, seed=0)
+        >>> state.stop_training
+        False
+    """
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    global_step: int = 0
+    seed: int | None = None
+    stop_training: bool = False
 
 
 class Trainer:
@@ -106,10 +141,13 @@ class Trainer:
                 f"`clip_grad_norm` must be a positive number or None. "
                 f"Received: clip_grad_norm={clip_grad_norm!r}"
             )
-        if not isinstance(accumulate_steps, int) or accumulate_steps < 1:
+        check_int(accumulate_steps, "accumulate_steps")
+        if accumulate_steps > 1 and "update" not in inspect.signature(self.train_step).parameters:
             raise ValueError(
-                f"`accumulate_steps` must be an integer >= 1. "
-                f"Received: accumulate_steps={accumulate_steps!r}"
+                f"accumulate_steps={accumulate_steps} needs `train_step(batch, update)`: an "
+                f"override of train_step must take `update` and pass it on to "
+                f"`apply_gradients(grads, update=update)`. Received: {type(self).__name__}."
+                f"train_step{inspect.signature(self.train_step)}"
             )
         if inputs is None and targets is not None:
             raise ValueError(
@@ -137,17 +175,56 @@ class Trainer:
         if accumulate_steps > 1:
             self.gradient_buffer["grads"] = tree_map(mx.zeros_like, model.trainable_parameters())
 
-        self.stop_training = False
+        self.loop = LoopState()
         self.epochs = 0
-        self.epoch = 0
-        self.global_step = 0
-        self.start_batch = 0
         self.steps_per_epoch: int | None = None
-        self.seed: int | None = None
         self.history = History()
+        # The callbacks of the last `fit` (checkpoints save their states); evaluate and predict
+        # build their own list for each call.
         self.callbacks = CallbackList([], self)
         self._steps: dict[str, Callable[..., Any]] = {}
-        self._apply_now = True
+
+    # ------------------------------------------------------------------ loop position
+    @property
+    def epoch(self) -> int:
+        """The epoch in progress (0-based), or the next one between epochs."""
+        return self.loop.epoch
+
+    @property
+    def batch_in_epoch(self) -> int:
+        """Batches of the current epoch already trained (a resume continues after them)."""
+        return self.loop.batch_in_epoch
+
+    @property
+    def global_step(self) -> int:
+        """Training batches run so far (with `accumulate_steps=k`, k per optimizer update)."""
+        return self.loop.global_step
+
+    @property
+    def seed(self) -> int | None:
+        """The data-order seed of the last `fit`."""
+        return self.loop.seed
+
+    @property
+    def stop_training(self) -> bool:
+        """Set to `True` (from a callback, say) to stop after the current batch."""
+        return self.loop.stop_training
+
+    @stop_training.setter
+    def stop_training(self, value: bool) -> None:
+        self.loop.stop_training = bool(value)
+
+    @property
+    def is_main_process(self) -> bool:
+        """True on rank 0, the one process that prints and writes files (always, alone)."""
+        return self.rank == 0
+
+    @property
+    def learning_rate_is_scheduled(self) -> bool:
+        """True when the optimizer's learning rate follows a schedule (a callable)."""
+        # MLX keeps schedules in a private dict and offers no public way to ask: this is the one
+        # place mlxkit reads it.
+        return "learning_rate" in getattr(self.optimizer, "_schedulers", {})
 
     # ------------------------------------------------------------------ override points
     def compute_loss(self, outputs: Any, targets: Any) -> mx.array:
@@ -158,12 +235,19 @@ class Trainer:
         """Calls the model on a batch's inputs; a tuple of inputs is passed as positional args."""
         return self.model(*x) if isinstance(x, tuple) else self.model(x)
 
-    def train_step(self, batch: Batch) -> mx.array:
-        """One optimisation step on `batch = (inputs, targets)`; returns the loss.
+    def train_step(self, batch: Batch, update: bool = True) -> mx.array:
+        """One training step on `batch = (inputs, targets)`; returns the loss.
 
         Runs inside `mx.compile` (unless `compile=False`): use MLX operations only, no `.item()`.
         Override it for custom training (a GAN with two optimizers, say), and extend
         `compiled_state()` with any extra module or optimizer it updates.
+
+        Args:
+            batch: `(inputs, targets)` MLX arrays (or trees of them).
+            update: With `accumulate_steps=k`, `False` for the first k - 1 batches of each
+                window: their gradients are only accumulated. Pass it on to `apply_gradients`.
+                The Trainer passes it only when `accumulate_steps > 1`, so an override may leave
+                it out otherwise.
         """
         x, y = batch
 
@@ -172,7 +256,7 @@ class Trainer:
             return self.compute_loss(outputs, y), outputs
 
         (loss, outputs), grads = nn.value_and_grad(self.model, loss_fn)(x, y)
-        self.apply_gradients(grads)
+        self.apply_gradients(grads, update=update)
         self.update_metrics(loss, outputs, y)
         return loss
 
@@ -204,11 +288,17 @@ class Trainer:
         return self.compiled_state()[len(Trainer.compiled_state(self)) :]
 
     # ------------------------------------------------------------------ helpers for steps
-    def apply_gradients(self, grads: Any) -> None:
-        """Accumulates, clips and applies `grads` to the model with the optimizer."""
+    def apply_gradients(self, grads: Any, update: bool = True) -> None:
+        """Accumulates, averages over ranks, clips and applies `grads` with the optimizer.
+
+        Args:
+            grads: The gradients of the model's trainable parameters.
+            update: `False` adds `grads` to the accumulation buffer and stops there; `True` (with
+                `accumulate_steps > 1`) applies the buffer's mean and empties it.
+        """
         if self.accumulate_steps > 1:
             grads = tree_map(mx.add, self.gradient_buffer["grads"], grads)
-            if not self._apply_now:
+            if not update:
                 self.gradient_buffer["grads"] = grads
                 return
             grads = tree_map(lambda g: g / self.accumulate_steps, grads)
@@ -225,7 +315,7 @@ class Trainer:
         state = self.loss_state
         # sums = [sample-weighted loss total, sample count]. A NaN or infinite loss makes the total
         # non-finite for the rest of the epoch, so counting the steps after which each sum is
-        # still finite locates the first bad step (`_first_bad_step`); the count's entry counts
+        # still finite locates the first bad step (`first_bad_step`); the count's entry counts
         # every step. Vectors rather than four scalars, so that mx.compile fuses the whole update
         # into one kernel: each kernel costs MLX's CPU scheduler several microseconds a step.
         total_or_count = mx.array([True, False])
@@ -246,13 +336,16 @@ class Trainer:
             if self.compile:
                 fn = mx.compile(fn, inputs=state)
         else:
-            method = self.test_step if kind == "test" else self.train_step
-            apply_now = kind != "train_accumulate"
+            if kind == "test":
+                fn = self.test_step
+            elif self.accumulate_steps > 1:
+                update = kind == "train"
 
-            def fn(batch, method=method, apply_now=apply_now):
-                self._apply_now = apply_now
-                return method(batch)
+                def fn(batch, update=update):
+                    return self.train_step(batch, update=update)
 
+            else:
+                fn = self.train_step
             if self.compile:
                 state = self.compiled_state()
                 fn = mx.compile(fn, inputs=state, outputs=state)
@@ -299,7 +392,7 @@ class Trainer:
             f"`targets=` keys. Received: a batch of type {type(batch).__name__}"
         )
 
-    def _batches(
+    def _source(
         self,
         x: Any,
         y: Any,
@@ -309,40 +402,51 @@ class Trainer:
         shuffle: bool = False,
         drop_last: bool = False,
         shard: bool = False,
-    ) -> Any:
-        """Wraps arrays in `ArrayBatches`; passes batch sources (streams, iterables) through.
+    ) -> BatchSource:
+        """This call's batch source over `x`: a view, never the object the user passed.
 
-        With `shard=True` under distributed training, each rank gets its disjoint share.
+        Arrays become `ArrayBatches`; a `BatchSource` (an `mlxkit.data.Stream`) is copied with
+        `replace()`; any other re-iterable is wrapped in `IterableBatches`. With `shard=True`
+        under distributed training, an unsharded source is given this rank's share; a source
+        the user sharded already is used as it is.
         """
-        shard = shard and self.world_size > 1
+        source: BatchSource
         if is_array_tree(x):
-            return ArrayBatches(
-                x,
-                y,
-                batch_size=batch_size,
-                shuffle=shuffle,
-                seed=self.seed or 0,
-                drop_last=drop_last,
-                shard=(self.rank, self.world_size) if shard else None,
+            source = ArrayBatches(
+                x, y, batch_size=batch_size, shuffle=shuffle, seed=0, drop_last=drop_last
             )
-        if y is not None:
+        elif y is not None:
             raise ValueError(
                 f"`y` is only for array inputs; the batches of `{argument}` carry their targets. "
                 f"Received: {argument} of type {type(x).__name__} and y of type {type(y).__name__}"
             )
-        if isinstance(x, Iterable) and not isinstance(x, (str, bytes)):
-            if not shard:
-                return x
-            # A source that declares `shard` (an mlxkit.data.Stream) shards itself; any other is
-            # wrapped, so a custom source can never hand every rank the whole epoch.
-            if hasattr(x, "shard") and x.shard in (None, (0, 1)) and hasattr(x, "set_epoch"):
-                x.shard = (self.rank, self.world_size)
-                return x
-            return ShardedBatches(x, self.rank, self.world_size)
-        raise TypeError(
-            f"`{argument}` must be NumPy/MLX arrays or a re-iterable source of batches (an "
-            f"mlxkit.data.Stream, a list of batches, ...). Received: {type(x).__name__}"
-        )
+        elif isinstance(x, BatchSource):
+            source = x.replace()
+        elif isinstance(x, Iterable) and not isinstance(x, (str, bytes)):
+            source = IterableBatches(x)
+        else:
+            raise TypeError(
+                f"`{argument}` must be NumPy/MLX arrays or a re-iterable source of batches (an "
+                f"mlxkit.data.Stream, a list of batches, ...). Received: {type(x).__name__}"
+            )
+        if not shard or self.world_size == 1:
+            return source
+        if source.shard[1] == 1:
+            return source.replace(shard=(self.rank, self.world_size))
+        if tuple(source.shard) != (self.rank, self.world_size):
+            raise ValueError(
+                f"`{argument}` is sharded as {tuple(source.shard)}, but this process is rank "
+                f"{self.rank} of {self.world_size}. Shard it with (group.rank(), group.size()), "
+                f"or leave it unsharded and fit shards it. Received: shard={source.shard!r}"
+            )
+        return source
+
+    def _epoch_batches(
+        self, source: BatchSource, epoch: int, start_batch: int = 0
+    ) -> Iterator[Any]:
+        """The batches of one epoch of `source`, from batch `start_batch` on."""
+        source.set_epoch(epoch, start_batch=start_batch)
+        return iter(source)
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -368,7 +472,8 @@ class Trainer:
 
         Args:
             x: Input arrays (with `y`), or a re-iterable source of batches: an `mlxkit.data.Stream`,
-                a list of `(x, y)` tuples or dicts.
+                a list of `(x, y)` tuples or dicts. `fit` trains on a copy configured for the run
+                (seed, shard): the object passed is not changed.
             y: Target arrays, when `x` is arrays.
             batch_size: Samples per batch, when `x` is arrays.
             epochs: The epoch to stop at (Keras semantics: with `initial_epoch=2, epochs=5`, three
@@ -394,16 +499,15 @@ class Trainer:
             The `History`, whose `.history` maps `"loss"`, each metric and their `"val_"` twins to
             per-epoch floats.
         """
-        _check_positive_int(batch_size, "batch_size")
-        if not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"`epochs` must be an integer >= 0. Received: epochs={epochs!r}")
+        check_int(batch_size, "batch_size")
+        check_int(epochs, "epochs", minimum=0)
         if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
             raise ValueError(
                 f"`validation_split` must be a number in [0, 1). "
                 f"Received: validation_split={validation_split!r}"
             )
         if steps_per_epoch is not None:
-            _check_positive_int(steps_per_epoch, "steps_per_epoch")
+            check_int(steps_per_epoch, "steps_per_epoch")
         if verbose not in ("auto", 0, 1, 2):
             raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2. Received: verbose={verbose!r}")
         if validation_split and validation_data is not None:
@@ -412,7 +516,6 @@ class Trainer:
                 f"Received: validation_split={validation_split!r} and validation_data"
             )
 
-        self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         if seed is not None:
             mx.random.seed(seed)
         if validation_split:
@@ -431,7 +534,7 @@ class Trainer:
             x, validation_data = _split(x, y, cut)
             y = None if y is None else _slice(y, 0, cut)
 
-        train = self._batches(
+        train = self._source(
             x,
             y,
             argument="x",
@@ -442,19 +545,20 @@ class Trainer:
         )
         validation = None
         if validation_data is not None:
-            validation = self._validation_batches(validation_data, batch_size)
+            validation = self._validation_source(validation_data, batch_size)
 
         callback_list = [self.history, *(callbacks or [])]
         modes: dict[Any, Literal["auto", "bar", "line"]] = {"auto": "auto", 1: "bar", 2: "line"}
-        mode = modes.get(verbose) if self.rank == 0 else None
+        mode = modes.get(verbose) if self.is_main_process else None
         if mode is not None and not any(isinstance(c, ProgressBar) for c in callback_list):
             callback_list.append(ProgressBar(mode))
         self.callbacks = CallbackList(callback_list, self)
         self.epochs = epochs
-        self.epoch, self.start_batch = initial_epoch, 0
-        self.stop_training = False
-        if seed is None and isinstance(getattr(train, "seed", None), int):
-            self.seed = train.seed  # a batch source that carries its own seed keeps its order
+        if seed is None:
+            # A batch source that carries its own seed keeps its order.
+            seed = train.seed if train.seed is not None else random.SystemRandom().randrange(2**31)
+        self.loop.epoch, self.loop.batch_in_epoch, self.loop.seed = initial_epoch, 0, seed
+        self.loop.stop_training = False
         if resume_from is None:
             from mlxkit.callbacks.checkpointing import BackupAndRestore
 
@@ -466,8 +570,7 @@ class Trainer:
             from mlxkit.checkpoint import load_checkpoint
 
             load_checkpoint(self, resume_from)
-        if hasattr(train, "seed") and hasattr(train, "set_epoch"):
-            train.seed = self.seed  # the checkpoint's seed, after a resume
+        train = train.replace(seed=self.loop.seed)  # the checkpoint's seed, after a resume
         self.steps_per_epoch = steps_per_epoch or _length(train)
 
         self._check_first_batch(train)
@@ -477,7 +580,7 @@ class Trainer:
         self.model.train()
         self.callbacks.call("on_train_begin", None)
         epoch_logs: dict[str, float] = {}
-        while self.epoch < epochs and not self.stop_training:
+        while self.loop.epoch < epochs and not self.loop.stop_training:
             try:
                 epoch_logs = self._fit_epoch(train, validation, validation_freq, steps_per_epoch)
             except RuntimeError as error:
@@ -485,31 +588,27 @@ class Trainer:
                     raise
                 raise RuntimeError(
                     f"mlxkit: rank {self.rank} of {self.world_size} stopped at epoch "
-                    f"{self.epoch + 1}, step {self.start_batch + 1}: a collective failed, most "
-                    f"likely because another rank died or was killed ({error}). Checkpoints "
-                    "already written are intact: relaunch with resume_from= (or "
+                    f"{self.loop.epoch + 1}, batch {self.loop.batch_in_epoch + 1}: a collective "
+                    f"failed, most likely because another rank died or was killed ({error}). "
+                    "Checkpoints already written are intact: relaunch with resume_from= (or "
                     "BackupAndRestore) to continue."
                 ) from error
         self.callbacks.call("on_train_end", epoch_logs)
         return self.history
 
     def _fit_epoch(self, train, validation, validation_freq, steps_per_epoch) -> dict[str, float]:
-        epoch = self.epoch
-        if self.start_batch == 0:
+        loop = self.loop
+        epoch, first_batch = loop.epoch, loop.batch_in_epoch
+        if first_batch == 0:
             self._reset_metrics()
-        if hasattr(train, "set_epoch"):
-            train.set_epoch(epoch, start_batch=self.start_batch)
-        batches = iter(train)
-        if self.start_batch and not hasattr(train, "set_epoch"):
-            # A plain iterable cannot skip without loading: resume by consuming the batches done.
-            batches = itertools.islice(batches, self.start_batch, None)
+        batches = self._epoch_batches(train, epoch, first_batch)
         self.callbacks.call("on_epoch_begin", epoch, None)
         batch_begin = self.callbacks.wants("on_train_batch_begin")
         batch_end = self.callbacks.wants("on_train_batch_end")
         logs = LazyLogs(self._logs) if batch_begin or batch_end else None
         start_time = time.perf_counter()
-        samples_start = self._samples_seen()
-        step = self.start_batch
+        samples_start = self.samples_seen()
+        step = first_batch
         state = self.compiled_state()
         self.pipeline.start_epoch()
         for raw in batches:
@@ -517,24 +616,24 @@ class Trainer:
                 break
             if batch_begin:
                 self.callbacks.call("on_train_batch_begin", step, logs)
-            accumulate = (self.global_step + 1) % self.accumulate_steps != 0
-            step_fn = self._step("train_accumulate" if accumulate else "train")
+            update = (loop.global_step + 1) % self.accumulate_steps == 0
+            step_fn = self._step("train" if update else "train_accumulate")
             step_fn(self._unpack(raw))
             # Evaluate the step, or queue it and wait for the one before (see StepPipeline).
             self.pipeline.step_built(state, self.loss_state["sums"])
             step += 1
-            self.global_step += 1
-            self.start_batch = step
+            loop.global_step += 1
+            loop.batch_in_epoch = step
             if batch_end:
                 logs = LazyLogs(self._logs)
                 self.callbacks.call("on_train_batch_end", step - 1, logs)
             # Under distributed training a stop waits for the epoch end, where all ranks agree on
             # it; a rank that stopped alone would leave the others waiting in a collective.
-            if self.stop_training and self.group is None:
+            if loop.stop_training and self.group is None:
                 break
         mx.eval(self.compiled_state())
         seconds = time.perf_counter() - start_time
-        if step == self.start_batch and step == 0:
+        if step == 0:
             raise ValueError(
                 "The training data yielded no batch in this epoch. With drop_last=True every batch "
                 "must be full: is batch_size larger than the dataset?"
@@ -542,19 +641,19 @@ class Trainer:
         epoch_logs = self._logs(synchronize=True)
         self._report_bad_loss(epoch)
         epoch_logs["learning_rate"] = to_float(self.optimizer.learning_rate)
-        samples = (self._samples_seen() - samples_start) * self.world_size
+        samples = (self.samples_seen() - samples_start) * self.world_size
         epoch_logs["samples_per_second"] = samples / max(seconds, 1e-9)
         epoch_logs["peak_memory_mb"] = mx.get_peak_memory() / 2**20
         epoch_logs["active_memory_mb"] = mx.get_active_memory() / 2**20
         if validation is not None and _due(epoch, validation_freq):
-            val_logs = self._evaluate(validation)
+            val_logs = self._evaluate(validation, self.callbacks)
             epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
         # The epoch is complete: a checkpoint written from here on resumes at the next one.
-        self.epoch, self.start_batch = epoch + 1, 0
+        loop.epoch, loop.batch_in_epoch = epoch + 1, 0
         self.callbacks.call("on_epoch_end", epoch, epoch_logs)
         if self.group is not None:
-            votes = mx.distributed.all_sum(mx.array(int(self.stop_training)), group=self.group)
-            self.stop_training = to_float(votes) > 0
+            votes = mx.distributed.all_sum(mx.array(int(loop.stop_training)), group=self.group)
+            loop.stop_training = to_float(votes) > 0
         return epoch_logs
 
     def _synchronize_parameters(self) -> None:
@@ -564,7 +663,7 @@ class Trainer:
             (
                 key,
                 mx.distributed.all_sum(
-                    value if self.rank == 0 else mx.zeros_like(value), group=self.group
+                    value if self.is_main_process else mx.zeros_like(value), group=self.group
                 ),
             )
             for key, value in flat
@@ -572,32 +671,26 @@ class Trainer:
         self.model.update(tree_unflatten(synced))
         mx.eval(self.model.parameters())
 
-    def _validation_batches(self, validation_data: Any, batch_size: int) -> Any:
+    def _validation_source(self, validation_data: Any, batch_size: int) -> BatchSource:
         pair = isinstance(validation_data, tuple) and len(validation_data) == 2
         if pair and is_array_tree(validation_data[0]):
-            return self._batches(
-                validation_data[0],
-                validation_data[1],
-                argument="validation_data",
-                batch_size=batch_size,
-                shard=True,
-            )
-        return self._batches(
-            validation_data, None, argument="validation_data", batch_size=batch_size, shard=True
-        )
+            x, y = validation_data
+        else:
+            x, y = validation_data, None
+        return self._source(x, y, argument="validation_data", batch_size=batch_size, shard=True)
 
-    def _check_first_batch(self, batches: Any) -> None:
+    def _check_first_batch(self, source: BatchSource) -> None:
         """Validates the batch structure before anything is compiled or trained."""
-        if isinstance(batches, ArrayBatches):
+        if isinstance(source, ArrayBatches):
             if isinstance(self.inputs, str) or self.targets is not None:
                 raise ValueError(
                     "`inputs=` / `targets=` name keys of dict batches, but fit received arrays."
                 )
             return
-        if isinstance(batches, (list, tuple)):
-            if not batches:
+        if isinstance(source, IterableBatches) and isinstance(source.batches, (list, tuple)):
+            if not source.batches:
                 raise ValueError("`x` is an empty list of batches.")
-            self._unpack(batches[0])
+            self._unpack(source.batches[0])
 
     # ------------------------------------------------------------------ evaluate / predict
     def evaluate(
@@ -610,65 +703,69 @@ class Trainer:
     ) -> dict[str, float]:
         """Returns the loss and metrics over all of `x` (the last partial batch included).
 
+        `callbacks` serve this call only (as in Keras): the callbacks of the last `fit`, which
+        checkpoints save, stay in place.
+
         Example:
             >>> trainer.evaluate(x_test, y_test)
             {'loss': ..., 'accuracy': ...}
         """
-        _check_positive_int(batch_size, "batch_size")
-        batches = self._batches(x, y, argument="x", batch_size=batch_size, shard=True)
-        if callbacks is not None:
-            self.callbacks = CallbackList(callbacks, self)
-        return self._evaluate(batches)
+        check_int(batch_size, "batch_size")
+        batches = self._source(x, y, argument="x", batch_size=batch_size, shard=True)
+        return self._evaluate(batches, CallbackList(callbacks or [], self))
 
-    def _evaluate(self, batches: Any) -> dict[str, float]:
+    def _evaluate(self, batches: BatchSource, callbacks: CallbackList) -> dict[str, float]:
         # Evaluation may run mid-fit (validation, or a callback calling evaluate): it leaves the
         # training sums and the model's mode as it found them.
         saved = self._save_running_state()
         was_training = self.model.training
         self._reset_metrics()
         self.model.eval()
-        if hasattr(batches, "set_epoch"):
-            batches.set_epoch(0)
-        self.callbacks.call("on_test_begin", None)
+        callbacks.call("on_test_begin", None)
         step_fn = self._step("test")
-        wants_batch = self.callbacks.wants("on_test_batch_end")
-        for index, raw in enumerate(batches):
-            if self.callbacks.wants("on_test_batch_begin"):
-                self.callbacks.call("on_test_batch_begin", index, None)
+        wants_begin = callbacks.wants("on_test_batch_begin")
+        wants_end = callbacks.wants("on_test_batch_end")
+        for index, raw in enumerate(self._epoch_batches(batches, 0)):
+            if wants_begin:
+                callbacks.call("on_test_batch_begin", index, None)
             step_fn(self._unpack(raw))
             mx.async_eval(self.loss_state, [m.state for m in self.metrics])
-            if wants_batch:
-                self.callbacks.call("on_test_batch_end", index, LazyLogs(self._logs))
+            if wants_end:
+                callbacks.call("on_test_batch_end", index, LazyLogs(self._logs))
         logs = self._logs(synchronize=True)
-        self.callbacks.call("on_test_end", logs)
+        callbacks.call("on_test_end", logs)
         self._restore_running_state(saved)
         self.model.train(was_training)
         return logs
 
-    def predict(self, x: Any, *, batch_size: int = 32) -> Any:
+    def predict(
+        self, x: Any, *, batch_size: int = 32, callbacks: list[Callback] | None = None
+    ) -> Any:
         """Returns the model's outputs on all of `x`, concatenated (a tree for multi-output models).
+
+        `callbacks` serve this call only (as in Keras).
 
         Example:
             >>> probabilities = mx.softmax(trainer.predict(x_test), axis=-1)
             >>> probabilities.shape  # (samples, classes)
             (32, 2)
         """
-        _check_positive_int(batch_size, "batch_size")
-        batches = self._batches(x, None, argument="x", batch_size=batch_size)
+        check_int(batch_size, "batch_size")
+        batches = self._source(x, None, argument="x", batch_size=batch_size)
+        callback_list = CallbackList(callbacks or [], self)
         was_training = self.model.training
         self.model.eval()
-        if hasattr(batches, "set_epoch"):
-            batches.set_epoch(0)  # the same order on every call, as evaluate
         step_fn = self._step("predict")
-        self.callbacks.call("on_predict_begin", None)
+        callback_list.call("on_predict_begin", None)
         outputs = []
-        for index, raw in enumerate(batches):
-            self.callbacks.call("on_predict_batch_begin", index, None)
+        # Epoch 0 each call: the same order on every call, as evaluate.
+        for index, raw in enumerate(self._epoch_batches(batches, 0)):
+            callback_list.call("on_predict_batch_begin", index, None)
             batch = self._unpack(raw)
             outputs.append(step_fn(batch))
             mx.async_eval(outputs[-1])
-            self.callbacks.call("on_predict_batch_end", index, None)
-        self.callbacks.call("on_predict_end", None)
+            callback_list.call("on_predict_batch_end", index, None)
+        callback_list.call("on_predict_end", None)
         self.model.train(was_training)
         if not outputs:
             raise ValueError("predict: `x` yielded no batch.")
@@ -700,15 +797,18 @@ class Trainer:
             logs[metric.name] = to_float(value)
         return logs
 
-    def _first_bad_step(self) -> int | None:
-        """The epoch's first step (0-based) with a NaN or infinite loss, or None."""
+    def first_bad_step(self) -> int | None:
+        """The current epoch's first batch (0-based) with a NaN or infinite loss, or `None`.
+
+        Reads the device's running sums (one sync).
+        """
         total, _ = self.loss_state["sums"]
         if math.isfinite(to_float(total)):
             return None
         return int(to_float(self.loss_state["finite_steps"][0]))
 
     def _report_bad_loss(self, epoch: int) -> None:
-        first_bad = self._first_bad_step()
+        first_bad = self.first_bad_step()
         if first_bad is not None:
             print(
                 f"mlxkit: the training loss was NaN or infinite at epoch {epoch + 1}, "
@@ -717,7 +817,8 @@ class Trainer:
                 flush=True,
             )
 
-    def _samples_seen(self) -> float:
+    def samples_seen(self) -> float:
+        """Samples this process trained on in the current epoch (one device sync)."""
         return to_float(self.loss_state["sums"][1])
 
     def _reset_metrics(self) -> None:
@@ -761,11 +862,6 @@ def _batch_size(outputs: Any) -> int:
     while isinstance(leaf, (list, tuple, dict)):
         leaf = next(iter(leaf.values())) if isinstance(leaf, dict) else leaf[0]
     return leaf.shape[0] if getattr(leaf, "ndim", 0) else 1
-
-
-def _check_positive_int(value: Any, name: str) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
 
 
 def _length(batches: Any) -> int | None:

@@ -23,12 +23,14 @@ def make_model(seed=0):
 def global_batches_order(num_ranks=2):
     """The sample order in which a single process sees the ranks' batches side by side.
 
-    Unshuffled, rank r holds samples [r * N/R, (r + 1) * N/R); its i-th batch joins the other ranks'
-    i-th batches in one global batch.
+    Unshuffled, rank r holds samples r, r + R, r + 2R, ... (`mlxkit.sources.rank_share`), so the
+    ranks' i-th batches together are samples [i * B * R, (i + 1) * B * R): the single process's
+    i-th batch of size B * R, in the original order. Built here from the definition, not from
+    mlxkit's function.
     """
-    per_rank = NUM_SAMPLES // num_ranks
+    per_rank = [list(range(rank, NUM_SAMPLES, num_ranks)) for rank in range(num_ranks)]
     order = []
-    for start in range(0, per_rank, BATCH_PER_RANK):
+    for start in range(0, NUM_SAMPLES // num_ranks, BATCH_PER_RANK):
         for rank in range(num_ranks):
-            order.extend(range(rank * per_rank + start, rank * per_rank + start + BATCH_PER_RANK))
+            order.extend(per_rank[rank][start : start + BATCH_PER_RANK])
     return np.array(order)

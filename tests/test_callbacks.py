@@ -114,8 +114,13 @@ def test_hooks_run_in_keras_order_with_the_trainer_set():
     assert recorder.calls == expected
     assert recorder.trainers == {id(trainer)}
 
+    # As in Keras, a standalone predict or evaluate builds its own callback list: the last fit's
+    # callbacks do not fire.
     recorder.calls.clear()
     trainer.predict(VALIDATION[0], batch_size=8)
+    trainer.evaluate(*VALIDATION, batch_size=16)
+    assert recorder.calls == []
+    trainer.predict(VALIDATION[0], batch_size=8, callbacks=[recorder])
     assert recorder.calls == [
         ("on_predict_begin",),
         ("on_predict_batch_begin", 0),

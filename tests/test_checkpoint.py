@@ -3,6 +3,7 @@ atomic writes, `load_weights`, rank-0-only writes and the data-order seed."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -121,7 +122,7 @@ def test_load_checkpoint_restores_model_optimizer_position_and_random_key(tmp_pa
     other.load_checkpoint(tmp_path / "ckpt")
     assert_same_arrays(worker.weights(other), worker.weights(trainer))
     assert_same_arrays(numpy_tree(other.optimizer.state), numpy_tree(trainer.optimizer.state))
-    assert (other.epoch, other.global_step, other.start_batch, other.seed) == (1, 6, 0, 2)
+    assert (other.epoch, other.global_step, other.batch_in_epoch, other.seed) == (1, 6, 0, 2)
     assert mx.random.state[0].tolist() == key
 
 
@@ -374,7 +375,7 @@ def snapshot(trainer):
         worker.weights(trainer),
         numpy_tree(trainer.optimizer.state),
         numpy_tree(trainer.loss_state),
-        (trainer.epoch, trainer.global_step, trainer.start_batch, trainer.seed),
+        (trainer.epoch, trainer.global_step, trainer.batch_in_epoch, trainer.seed),
         mx.random.state[0].tolist(),
     )
 
@@ -568,12 +569,19 @@ def test_only_rank_0_writes(tmp_path):
 
 
 class SeededSource:
-    """A batch source with its own seed, following the protocol of `mlxkit._batches`."""
+    """A batch source with its own seed, following `mlxkit.sources.BatchSource`."""
 
     def __init__(self, seed):
         self.seed, self.epoch, self.start_batch = seed, 0, 0
+        self.shard = (0, 1)
         self.x, self.y, _ = worker.make_data()
-        self.seen = []  # (epoch, seed) of every epoch iterated
+        self.seen = []  # (epoch, seed) of every epoch iterated, by this source and its copies
+
+    def replace(self, *, seed=None, shard=None):
+        view = copy.copy(self)  # shares `seen`
+        view.seed = self.seed if seed is None else seed
+        view.shard = self.shard if shard is None else shard
+        return view
 
     def __len__(self):
         return 6
@@ -596,8 +604,10 @@ def test_the_data_order_seed_of_a_batch_source(tmp_path):
     assert trainer.seed == 5 and source.seen == [(0, 5)]
     trainer.save_checkpoint(tmp_path / "ckpt")
 
-    trainer.fit(source, epochs=1, seed=11, verbose=0)  # an explicit seed is given to the source
-    assert trainer.seed == 11 and source.seed == 11
+    # An explicit seed drives a copy of the source: the object passed is not changed.
+    trainer.fit(source, epochs=1, seed=11, verbose=0)
+    assert trainer.seed == 11 and source.seen[-1] == (0, 11)
+    assert source.seed == 5 and source.epoch == 0
 
     # After a resume the checkpoint's seed drives the source, whatever it was built with.
     other = SeededSource(9)

@@ -163,6 +163,3 @@ class CallbackList:
     def call(self, hook: str, *args: Any) -> None:
         for method in self._by_hook[hook]:
             method(*args)
-
-    def find(self, kind: type) -> list[Callback]:
-        return [c for c in self.callbacks if isinstance(c, kind)]

@@ -101,7 +101,7 @@ class ModelCheckpoint(Callback):
         return path
 
     def _save(self, path: str) -> None:
-        if getattr(self.trainer, "rank", 0) != 0:
+        if not self.trainer.is_main_process:
             return
         if not self.save_weights_only:
             save_checkpoint(self.trainer, path)

@@ -29,7 +29,7 @@ class History(Callback):
     def on_train_begin(self, logs: Mapping[str, float] | None = None) -> None:
         # A fit from scratch starts a new record; a resumed or continued one (a checkpoint, or
         # `initial_epoch > 0`) extends the epochs already recorded.
-        if self.trainer.epoch == 0 and self.trainer.start_batch == 0:
+        if self.trainer.epoch == 0 and self.trainer.batch_in_epoch == 0:
             self.history, self.epoch = {}, []
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:

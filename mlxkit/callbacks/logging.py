@@ -41,9 +41,9 @@ class CSVLogger(Callback):
 
     def on_train_begin(self, logs=None) -> None:
         self._keys = None
-        if getattr(self.trainer, "rank", 0) != 0:
+        if not self.trainer.is_main_process:
             return
-        resumed = self.trainer.epoch > 0 or self.trainer.start_batch > 0
+        resumed = self.trainer.epoch > 0 or self.trainer.batch_in_epoch > 0
         if (self.append or resumed) and os.path.exists(self.filename):
             keys, rows = self._read()
             if resumed:
@@ -73,7 +73,7 @@ class CSVLogger(Callback):
         os.replace(tmp, self.filename)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
-        if getattr(self.trainer, "rank", 0) != 0:
+        if not self.trainer.is_main_process:
             return
         logs = dict(logs or {})
         os.makedirs(os.path.dirname(os.path.abspath(self.filename)), exist_ok=True)
@@ -109,7 +109,7 @@ class TerminateOnNaN(Callback):
     """
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
-        if self.trainer._first_bad_step() is not None:
+        if self.trainer.first_bad_step() is not None:
             print(f"TerminateOnNaN: batch {batch}: invalid loss, terminating training", flush=True)
             self.trainer.stop_training = True
 

@@ -109,7 +109,7 @@ class EarlyStopping(Callback):
         self.best_weights: dict[str, mx.array] | None = None
 
     def on_train_begin(self, logs=None) -> None:
-        if self.trainer.epoch == 0 and self.trainer.start_batch == 0:
+        if self.trainer.epoch == 0 and self.trainer.batch_in_epoch == 0:
             self._reset()
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
@@ -153,9 +153,9 @@ class EarlyStopping(Callback):
         self.best_weights = dict(arrays) or None
 
 
-def settable_learning_rate(optimizer: Any, owner: str) -> None:
+def settable_learning_rate(trainer: Any, owner: str) -> None:
     """Raises if the optimizer's learning rate is a schedule, which a callback cannot override."""
-    if "learning_rate" in getattr(optimizer, "_schedulers", {}):
+    if trainer.learning_rate_is_scheduled:
         raise ValueError(
             f"{owner} sets the learning rate, but the optimizer already follows a schedule "
             "(learning_rate=<callable>). Use one or the other."
@@ -209,8 +209,8 @@ class ReduceLROnPlateau(Callback):
         self.wait, self.cooldown_counter, self.best = 0, 0, self.tracker.worst()
 
     def on_train_begin(self, logs=None) -> None:
-        settable_learning_rate(self.trainer.optimizer, "ReduceLROnPlateau")
-        if self.trainer.epoch == 0 and self.trainer.start_batch == 0:
+        settable_learning_rate(self.trainer, "ReduceLROnPlateau")
+        if self.trainer.epoch == 0 and self.trainer.batch_in_epoch == 0:
             self.wait, self.cooldown_counter, self.best = 0, 0, self.tracker.worst()
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:

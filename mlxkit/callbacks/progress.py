@@ -76,7 +76,7 @@ class ProgressBar(Callback):
                 dynamic_ncols=True,
                 leave=True,
             )
-            self._bar.update(self.trainer.start_batch)
+            self._bar.update(self.trainer.batch_in_epoch)
             self._last_refresh = time.perf_counter()
             self._samples_start: float | None = None
 
@@ -87,7 +87,7 @@ class ProgressBar(Callback):
         now = time.perf_counter()
         if logs is not None and now - self._last_refresh >= self.refresh_seconds:
             text = _format(logs)  # reading the logs syncs the device, so the count below is free
-            samples = self.trainer._samples_seen()
+            samples = self.trainer.samples_seen()
             if self._samples_start is not None:
                 rate = (samples - self._samples_start) / (now - self._last_refresh)
                 text += f" - {rate:,.0f} samples/s"

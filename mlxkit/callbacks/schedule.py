@@ -43,7 +43,7 @@ class LearningRateScheduler(Callback):
             self._takes_lr = False
 
     def on_train_begin(self, logs=None) -> None:
-        settable_learning_rate(self.trainer.optimizer, "LearningRateScheduler")
+        settable_learning_rate(self.trainer, "LearningRateScheduler")
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         optimizer = self.trainer.optimizer

@@ -2,8 +2,9 @@
 
 A `Stream` owns the path from a list of samples to batches: the epoch's order, the rank's share,
 the transforms in mlx-data worker threads, batching and prefetching. It follows the batch-source
-protocol of `Trainer.fit` (`iter`, `len`, `set_epoch(epoch, start_batch=k)`), and works as well in a
-plain `for batch in stream` loop.
+protocol of `Trainer.fit` (`mlxkit.sources.BatchSource`: `iter`, `len`,
+`set_epoch(epoch, start_batch=k)`, `shard`, `seed`, `replace`), and works as well in a plain
+`for batch in stream` loop.
 
 Each epoch builds this mlx-data pipeline (the MLX depth article's, made deterministic):
 
@@ -44,12 +45,15 @@ batch 16; Linux x86-64, 2 CPU cores shared with other jobs, page cache warm):
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from mlxkit._validation import check_int
 from mlxkit.data.transforms import BufferTransform, Sample, Transform
+from mlxkit.sources import check_shard, epoch_permutation, rank_share
 
 import mlx.data as dx
 import numpy as np
@@ -98,8 +102,9 @@ class Stream:
         shard: `(rank, num_ranks)` for data-parallel training, e.g.
             `(group.rank(), group.size())`: each rank sees a disjoint, rank-strided
             `1 / num_ranks` of every epoch's order, and all ranks get the same number of batches
-            (the remainder is dropped), so none waits alone in a collective. `Trainer.fit` sets
-            it when it trains data-parallel.
+            (the remainder is dropped), so none waits alone in a collective. Under distributed
+            training `Trainer.fit` trains an unsharded stream on a sharded copy
+            (`replace(shard=...)`); a stream sharded here is used as it is.
 
     Example:
         >>> import numpy as np
@@ -126,9 +131,9 @@ class Stream:
         num_threads: int = DEFAULT_THREADS,
         shard: tuple[int, int] | None = None,
     ):
-        _check_int(batch_size, "batch_size", minimum=1)
-        _check_int(prefetch, "prefetch", minimum=0)
-        _check_int(num_threads, "num_threads", minimum=1)
+        check_int(batch_size, "batch_size")
+        check_int(prefetch, "prefetch", minimum=0)
+        check_int(num_threads, "num_threads")
         if not isinstance(shuffle, bool) or not isinstance(drop_last, bool):
             raise TypeError(
                 "`shuffle` and `drop_last` must be bools. "
@@ -165,7 +170,7 @@ class Stream:
 
     @seed.setter
     def seed(self, value: int) -> None:
-        _check_int(value, "seed", minimum=0)
+        check_int(value, "seed", minimum=0)
         self._seed = int(value)
 
     @property
@@ -175,7 +180,7 @@ class Stream:
 
     @shard.setter
     def shard(self, value: tuple[int, int] | None) -> None:
-        rank, num_ranks = _check_shard(value)
+        rank, num_ranks = check_shard(value)
         count = len(self._records)
         if count < num_ranks:
             raise ValueError(
@@ -190,6 +195,26 @@ class Stream:
                 "or pass drop_last=False."
             )
         self._shard = (rank, num_ranks)
+
+    def replace(self, *, seed: int | None = None, shard: tuple[int, int] | None = None) -> Stream:
+        """A copy of this stream with another `seed` and/or `shard`; this one is left unchanged.
+
+        The copy shares the samples and the mlx-data buffer, so it costs nothing to make.
+
+        Example:
+            >>> import numpy as np
+            >>> from mlxkit.data import Stream
+            >>> stream = Stream({"i": np.arange(8)}, batch_size=2, seed=0)
+            >>> view = stream.replace(seed=3, shard=(1, 2))
+            >>> (stream.seed, stream.shard), (view.seed, view.shard), len(view)
+            ((0, (0, 1)), (3, (1, 2)), 2)
+        """
+        view = copy.copy(self)
+        if seed is not None:
+            view.seed = seed
+        if shard is not None:
+            view.shard = shard
+        return view
 
     @property
     def epoch(self) -> int:
@@ -212,8 +237,8 @@ class Stream:
             >>> [b["i"].tolist() for b in stream] == full[3:]
             True
         """
-        _check_int(epoch, "epoch", minimum=0)
-        _check_int(start_batch, "start_batch", minimum=0)
+        check_int(epoch, "epoch", minimum=0)
+        check_int(start_batch, "start_batch", minimum=0)
         if start_batch > len(self):
             raise ValueError(
                 f"`start_batch` must be at most the {len(self)} batches of an epoch. "
@@ -232,14 +257,13 @@ class Stream:
             >>> len(a), len(b), len(set(a) | set(b))
             (4, 4, 8)
         """
-        _check_int(epoch, "epoch", minimum=0)
+        check_int(epoch, "epoch", minimum=0)
         count = len(self._records)
         if self.shuffle:
-            order = np.random.default_rng([self.seed, int(epoch)]).permutation(count)
+            order = epoch_permutation(count, self.seed, int(epoch))
         else:
             order = np.arange(count)
-        rank, num_ranks = self.shard
-        order = order[: (count // num_ranks) * num_ranks][rank::num_ranks]
+        order = order[rank_share(count, *self.shard)]
         if self.drop_last:
             order = order[: (len(order) // self.batch_size) * self.batch_size]
         return order
@@ -373,33 +397,6 @@ class Stream:
             f"batches={len(self)}, shuffle={self.shuffle}, seed={self.seed}, shard={self.shard}, "
             f"transforms={list(self.transforms)!r})"
         )
-
-
-# ---------------------------------------------------------------------- validation helpers
-def _check_int(value: Any, name: str, *, minimum: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
-
-
-def _check_shard(shard: Any) -> tuple[int, int]:
-    if shard is None:
-        return (0, 1)
-    rank: Any
-    num_ranks: Any
-    try:
-        rank, num_ranks = shard
-    except (TypeError, ValueError):
-        rank, num_ranks = None, None
-    valid = all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (rank, num_ranks)
-    )
-    if not valid or not 0 <= rank < num_ranks:
-        raise ValueError(
-            "`shard` must be (rank, num_ranks) with 0 <= rank < num_ranks, e.g. "
-            f"(group.rank(), group.size()). Received: shard={shard!r}"
-        )
-    return int(rank), int(num_ranks)
 
 
 def _plan(transforms: Sequence[TransformLike]) -> list[BufferTransform | list[TransformLike]]:

@@ -651,3 +651,33 @@ def test_backup_and_restore_arguments_and_kept_backup(tmp_path):
     history = fit(again, epochs=2, callbacks=[BackupAndRestore(tmp_path / "b")])
     assert history.epoch == [0, 1] and again.global_step == 2 * STEPS
     assert_same_weights(weights(again.model), weights(trainer.model))
+
+
+def test_evaluate_with_callbacks_after_fit_leaves_fits_callbacks(tmp_path):
+    """Keras builds a fresh callback list per call: a later checkpoint holds fit's states."""
+    import json
+
+    trainer = make_trainer()
+    stop = EarlyStopping("val_loss", patience=5)
+    fit(trainer, epochs=2, callbacks=[stop], validation_data=VALIDATION)
+    expected = stop.state_dict()
+    assert expected["best"] < float("inf")
+
+    class CountTestBatches(Callback):
+        def __init__(self):
+            self.batches = 0
+
+        def on_test_batch_end(self, batch, logs=None):
+            self.batches += 1
+
+    counter = CountTestBatches()
+    trainer.evaluate(*VALIDATION, batch_size=8, callbacks=[counter])
+    assert counter.batches == 2
+    assert stop in trainer.callbacks.callbacks and counter not in trainer.callbacks.callbacks
+
+    path = trainer.save_checkpoint(tmp_path / "ckpt")
+    saved = json.loads((tmp_path / "ckpt" / "trainer.json").read_text())["callbacks"]
+    states = {key.split(":", 1)[1]: value for key, value in saved.items()}
+    assert states["EarlyStopping"]["best"] == expected["best"]
+    assert states["EarlyStopping"]["wait"] == expected["wait"]
+    assert "CountTestBatches" not in states and path.endswith("ckpt")

@@ -18,7 +18,13 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from tests.distributed_problem import BATCH_PER_RANK, global_batches_order, make_data, make_model
+from tests.distributed_problem import (
+    BATCH_PER_RANK,
+    NUM_SAMPLES,
+    global_batches_order,
+    make_data,
+    make_model,
+)
 
 WORKER = os.path.join(os.path.dirname(__file__), "_distributed_worker.py")
 LAUNCH = shutil.which("mlx.launch", path=os.path.dirname(sys.executable)) or shutil.which(
@@ -101,3 +107,33 @@ def test_a_dead_rank_stops_the_others_and_keeps_the_checkpoint(tmp_path):
     assert meta["epoch"] == 1
     model = make_model()
     mlxkit.load_weights(model, tmp_path / "ckpt")
+
+
+def test_a_stream_the_user_sharded_trains_each_rank_on_half_the_data(tmp_path):
+    """Stream(shard=(rank, 2)) is used as it is, not sharded again (which gave 1/4 each)."""
+    result, _ = launch(tmp_path, 2, "stream")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"stream-rank{rank}.json").read_text())
+        assert report["shard"] == [rank, 2]
+        assert report["samples"] == [NUM_SAMPLES / 2] * 2
+        assert report["global_step"] == 2 * NUM_SAMPLES // (2 * BATCH_PER_RANK)
+    reference = single_process_weights(2)
+    weights = load(tmp_path / "weights-rank1.safetensors")
+    for key, value in reference.items():
+        np.testing.assert_allclose(weights[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_a_mid_epoch_resume_of_a_list_of_batches_is_exact_under_two_ranks(tmp_path):
+    result, _ = launch(tmp_path, 3, "list-resume")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The checkpoint is at epoch 1 after its first batch (4 batches per rank and epoch).
+    meta = json.loads((tmp_path / "mid" / "trainer.json").read_text())
+    assert (meta["epoch"], meta["batch_in_epoch"], meta["global_step"]) == (1, 1, 5)
+    for rank in (0, 1):
+        batches = json.loads((tmp_path / f"resumed-batches-rank{rank}.json").read_text())
+        assert batches == [1, 2, 3, 0, 1, 2, 3]
+        straight = load(tmp_path / f"straight-rank{rank}.safetensors")
+        resumed = load(tmp_path / f"resumed-rank{rank}.safetensors")
+        for key, value in straight.items():
+            np.testing.assert_array_equal(resumed[key], value)

@@ -406,3 +406,42 @@ def test_get_rejects_unknown_and_object_only_names():
         metrics.get("mean_iou")
     with pytest.raises(TypeError, match=r"Received: name_or_metric=1\.5"):
         metrics.get(1.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("make", [metrics.Accuracy, lambda: metrics.MeanAbsoluteError()])
+def test_counts_past_2_to_the_31_stay_exact(make):
+    """An int32 count wraps past 2**31 - 1 and a float32 one stops at 2**24: int64 does neither."""
+    metric = make()
+    key = "counts" if "counts" in metric.state else "count"
+    start = 2**31 - 3
+    metric.state[key] = metric.state[key] + start  # as if an epoch had counted that far
+    outputs = mx.array(np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1]])
+    targets = mx.array(np.array([0, 1, 1, 0, 1]))
+    if key == "count":
+        outputs, targets = mx.ones((5,)), mx.zeros((5,))
+    metric.update(outputs, targets)
+    counted = np.array(metric.state[key]).reshape(-1)[-1]
+    assert counted.dtype == np.int64 and int(counted) == start + 5  # 2**31 + 2
+
+
+def test_mean_iou_confusion_counts_past_2_to_the_31_stay_exact():
+    metric = metrics.MeanIoU(2)
+    metric.state["confusion"] = metric.state["confusion"] + (2**31 - 1)
+    metric.update(mx.array([[1.0, 0.0], [0.0, 1.0]]), mx.array([0, 1]))
+    confusion = np.array(metric.state["confusion"])
+    np.testing.assert_array_equal(confusion, [[2**31, 2**31 - 1], [2**31 - 1, 2**31]])
+
+
+def test_the_distributed_sum_keeps_int64_counts_exact():
+    """`all_sum_states` sums each dtype as it is; a float32 round trip would round 2**31 + 1."""
+    from mlxkit.distributed import all_sum_states
+
+    group = mx.distributed.init()  # a world of one here: the sum is the state itself
+    states = [
+        {"counts": mx.array([2**31 + 1, 2**40 + 3], dtype=mx.int64)},
+        {"total": mx.array(0.5), "count": mx.array(2**24 + 1, dtype=mx.int64)},
+    ]
+    summed = all_sum_states(states, group)
+    assert summed[0]["counts"].dtype == mx.int64
+    assert np.array(summed[0]["counts"]).tolist() == [2**31 + 1, 2**40 + 3]
+    assert summed[1]["count"].item() == 2**24 + 1 and summed[1]["total"].item() == 0.5

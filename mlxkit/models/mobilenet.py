@@ -227,7 +227,7 @@ class InvertedResidual(nn.Module):
         return out + x if self.use_residual else out
 
 
-def _large_features(width_mult: float = 1.0, dilated: bool = False) -> list:
+def large_features(width_mult: float = 1.0, dilated: bool = False) -> list:
     """MobileNetV3-Large's `features`: stem, 15 bottlenecks, and the 1x1 conv to 6x channels.
 
     Element 0 is the stem (stride 2, hard-swish), elements 1-15 the bottlenecks, element 16 the
@@ -241,7 +241,7 @@ def _large_features(width_mult: float = 1.0, dilated: bool = False) -> list:
     return features
 
 
-def _features_channels(features: list, index: int) -> int:
+def features_channels(features: list, index: int) -> int:
     """Output channels of `features[index]` (a bottleneck or a conv-BN list)."""
     item = features[index]
     if isinstance(item, InvertedResidual):
@@ -249,7 +249,7 @@ def _features_channels(features: list, index: int) -> int:
     return item[1].weight.shape[0]  # the BatchNorm's scale has one entry per channel
 
 
-def _init_backbone(model: nn.Module) -> None:
+def init_backbone(model: nn.Module) -> None:
     """torchvision's MobileNetV3 initialisation for every conv in `model`."""
     init_weights(model, (nn.Conv2d,), kaiming_normal_fan_out)
 
@@ -281,8 +281,8 @@ class MobileNetV3Large(nn.Module):
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
-        self.features = _large_features(width_mult, dilated)
-        last_conv = _features_channels(self.features, len(self.features) - 1)
+        self.features = large_features(width_mult, dilated)
+        last_conv = features_channels(self.features, len(self.features) - 1)
         last_channel = make_divisible(1280 * width_mult)
         self.classifier = [
             nn.Linear(last_conv, last_channel),
@@ -290,7 +290,7 @@ class MobileNetV3Large(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(last_channel, num_classes),
         ]
-        _init_backbone(self)
+        init_backbone(self)
         init_weights(self, (nn.Linear,), normal(0.01))
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -299,7 +299,7 @@ class MobileNetV3Large(nn.Module):
         return apply(self.classifier, x.mean(axis=(1, 2)))
 
 
-def _check_width_mult(width_mult: float, factory: str) -> float:
+def check_width_mult(width_mult: float, factory: str) -> float:
     """Validates a MobileNet width multiplier (a positive number)."""
     if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or width_mult <= 0:
         raise ValueError(
@@ -336,6 +336,6 @@ def mobilenet_v3_large(
         (1, 10)
     """
     check_positive_int(num_classes, "num_classes", "mobilenet_v3_large")
-    width_mult = _check_width_mult(width_mult, "mobilenet_v3_large")
+    width_mult = check_width_mult(width_mult, "mobilenet_v3_large")
     model = MobileNetV3Large(num_classes, width_mult=width_mult, dilated=bool(dilated))
     return load_weights(model, weights, factory="mobilenet_v3_large")

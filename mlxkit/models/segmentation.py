@@ -32,10 +32,10 @@ from mlxkit.models._common import (
 from mlxkit.models.layers import BilinearUpsample
 from mlxkit.models.mobilenet import (
     InvertedResidual,
-    _check_width_mult,
-    _features_channels,
-    _init_backbone,
-    _large_features,
+    check_width_mult,
+    features_channels,
+    init_backbone,
+    large_features,
 )
 
 import mlx.core as mx
@@ -81,12 +81,12 @@ class LRASPP(nn.Module):
         self, num_classes: int = 21, *, width_mult: float = 1.0, inter_channels: int = 128
     ) -> None:
         super().__init__()
-        self.backbone = _large_features(width_mult, dilated=True)
-        _init_backbone(self)
+        self.backbone = large_features(width_mult, dilated=True)
+        init_backbone(self)
         stages = _stage_indices(self.backbone)
         self.low_index = stages[-4]  # C2, output stride 8
-        low_channels = _features_channels(self.backbone, self.low_index)
-        high_channels = _features_channels(self.backbone, len(self.backbone) - 1)
+        low_channels = features_channels(self.backbone, self.low_index)
+        high_channels = features_channels(self.backbone, len(self.backbone) - 1)
         self.classifier = _LRASPPHead(low_channels, high_channels, num_classes, inter_channels)
         self.upsample = BilinearUpsample(8)
 
@@ -166,9 +166,9 @@ class DeepLabV3(nn.Module):
 
     def __init__(self, num_classes: int = 21, *, width_mult: float = 1.0):
         super().__init__()
-        self.backbone = _large_features(width_mult, dilated=True)
-        _init_backbone(self)
-        high_channels = _features_channels(self.backbone, len(self.backbone) - 1)
+        self.backbone = large_features(width_mult, dilated=True)
+        init_backbone(self)
+        high_channels = features_channels(self.backbone, len(self.backbone) - 1)
         self.classifier = [
             _ASPP(high_channels, (12, 24, 36)),
             nn.Conv2d(256, 256, 3, padding=1, bias=False),
@@ -211,7 +211,7 @@ def lraspp_mobilenet_v3_large(
         (1, 64, 64, 2)
     """
     check_positive_int(num_classes, "num_classes", "lraspp_mobilenet_v3_large")
-    width_mult = _check_width_mult(width_mult, "lraspp_mobilenet_v3_large")
+    width_mult = check_width_mult(width_mult, "lraspp_mobilenet_v3_large")
     model = LRASPP(num_classes, width_mult=width_mult)
     return load_weights(model, weights, factory="lraspp_mobilenet_v3_large")
 
@@ -244,6 +244,6 @@ def deeplabv3_mobilenet_v3_large(
         (1, 64, 64, 2)
     """
     check_positive_int(num_classes, "num_classes", "deeplabv3_mobilenet_v3_large")
-    width_mult = _check_width_mult(width_mult, "deeplabv3_mobilenet_v3_large")
+    width_mult = check_width_mult(width_mult, "deeplabv3_mobilenet_v3_large")
     model = DeepLabV3(num_classes, width_mult=width_mult)
     return load_weights(model, weights, factory="deeplabv3_mobilenet_v3_large")

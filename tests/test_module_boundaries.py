@@ -67,9 +67,9 @@ def violations(path: Path) -> list[str]:
             if node.func.id in ("getattr", "hasattr", "setattr") and len(node.args) >= 2:
                 owner, key = node.args[0], node.args[1]
                 is_self = isinstance(owner, ast.Name) and owner.id in ("self", "cls")
-                if isinstance(key, ast.Constant) and isinstance(key.value, str):
-                    if _private(key.value) and not is_self and key.value not in own:
-                        flag(node, key.value, ast.unparse(node))
+                literal = isinstance(key, ast.Constant) and isinstance(key.value, str)
+                if literal and _private(key.value) and not is_self and key.value not in own:
+                    flag(node, key.value, ast.unparse(node))
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mlxkit"):
             for alias in node.names:
                 if _private(alias.name) and not _is_module(node.module or "", alias.name):

@@ -71,8 +71,9 @@ class Callback:
     """Base class for callbacks: override the hooks you need.
 
     Every hook receives `logs`, a mapping of names to floats (`"loss"`, metric names, `"val_"`
-    twins at epoch end). `self.trainer` is set before training starts; set
-    `self.trainer.stop_training = True` to stop after the current batch.
+    twins at epoch end). `self.trainer` is set before training starts. Read the loop position
+    through `self.trainer.epoch`, `.batch_in_epoch` and `.global_step` (batches, not optimizer
+    updates); set `self.trainer.stop_training = True` to stop after the current batch.
 
     Callbacks that must survive a resume implement `state_dict()` / `load_state_dict(state)` with
     JSON-serialisable values; checkpoints save them.
@@ -130,6 +131,8 @@ def _overrides(callback: Callback, hook: str) -> bool:
 
 class CallbackList:
     """Calls each hook on the callbacks that override it, in order, checkpoint writers last.
+
+    The Trainer builds one per `fit`, `evaluate` and `predict` call, as Keras does.
 
     `wants(hook)` tells the Trainer whether any callback overrides a hook, so that it can skip
     building batch logs altogether.

@@ -219,5 +219,5 @@ class BackupAndRestore(Callback):
 
     def on_train_end(self, logs=None) -> None:
         completed = self.trainer.epoch >= self.trainer.epochs or self.trainer.stop_training
-        if self.delete_checkpoint and completed and getattr(self.trainer, "rank", 0) == 0:
+        if self.delete_checkpoint and completed and self.trainer.is_main_process:
             shutil.rmtree(self.backup_dir, ignore_errors=True)

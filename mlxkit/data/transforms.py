@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mlxkit._validation import check_int
+
 import numpy as np
 
 Sample = dict[str, np.ndarray]
@@ -212,9 +214,7 @@ class ResizeShortSide(BufferTransform):
     """
 
     def __init__(self, size: int, *, keys: str | Sequence[str] = ("image",)):
-        if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size <= 0:
-            raise ValueError(f"`size` must be a positive int. Received: size={size!r}")
-        self.size = int(size)
+        self.size = check_int(size, "size")
         self.keys = as_keys(keys)
 
     def apply(self, buffer: Buffer) -> Buffer:

@@ -7,6 +7,8 @@ similar difficulty for small models, when the real files are not at hand.
 
 from __future__ import annotations
 
+from mlxkit._validation import check_int
+
 import numpy as np
 
 
@@ -83,8 +85,7 @@ def make_synthetic_digits(
         ((20, 28, 28), dtype('uint8'), [3, 3, 3, 3, 3, 3, 3, 3, 3, 3])
     """
     for name, value in (("num_train", num_train), ("num_test", num_test)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        check_int(value, name)
     rng = np.random.default_rng(seed)
     total = num_train + num_test
     labels = rng.permutation(np.arange(total) % 10).astype(np.uint8)

@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from mlxkit._validation import check_int
 from mlxkit.datasets._files import GeneratedFolder, pair_by_stem
 from mlxkit.images import save_png
 
@@ -98,10 +99,8 @@ def make_synthetic_people(
         >>> sorted(p.name for p in (root / "masks").iterdir())
         ['0.png', '1.png']
     """
-    if not isinstance(num, (int, np.integer)) or isinstance(num, bool) or num <= 0:
-        raise ValueError(f"`num` must be a positive int. Received: num={num!r}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
+    check_int(num, "num")
+    check_int(seed, "seed", minimum=0)
     height, width = (int(v) for v in size)
     if len(tuple(size)) != 2 or min(height, width) < 16:
         raise ValueError(f"`size` must be (height, width), each >= 16. Received: size={size!r}")

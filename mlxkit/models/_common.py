@@ -10,6 +10,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from mlxkit._validation import check_int
+
 import mlx.core as mx
 import mlx.nn as nn
 
@@ -23,7 +25,9 @@ def load_weights(
 ) -> ModuleT:
     """Loads `weights` into `model` strictly (every key, every shape) and returns the model.
 
-    `weights=None` returns the model untouched, freshly initialised.
+    `weights=None` returns the model untouched, freshly initialised. The loading itself is
+    `mlxkit.load_weights`, so a mismatch raises its `CheckpointError` listing every missing,
+    unexpected and wrongly shaped key.
     """
     if weights is None:
         return model
@@ -43,25 +47,23 @@ def load_weights(
             f"{factory}: no weights file at this path. Received: weights={path!r}. "
             "Expected an existing .safetensors or .npz file written by `model.save_weights`."
         )
+    from mlxkit.checkpoint import CheckpointError
+    from mlxkit.checkpoint import load_weights as load_strictly  # the one weight loader
+
     try:
-        model.load_weights(path, strict=True)
-    except ValueError as error:
-        # MLX lists the missing or unexpected keys (or the first shape mismatch); say which
-        # factory and file they belong to so the mismatch is actionable.
-        raise ValueError(
+        load_strictly(model, path)
+    except CheckpointError as error:
+        # Say which factory the file was given to, so the mismatch is actionable.
+        raise CheckpointError(
             f"{factory}: the file does not match this architecture. Received: weights={path!r}. "
-            f"{error} Build the model with the same arguments it was saved with."
+            f"{error}\nBuild the model with the same arguments it was saved with."
         ) from error
     return model
 
 
 def check_positive_int(value: Any, name: str, factory: str) -> int:
     """Returns `value` if it is a positive `int` (not a bool), else raises a `ValueError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"{factory}: `{name}` must be a positive integer. Received: {name}={value!r}"
-        )
-    return value
+    return check_int(value, name, owner=factory)
 
 
 def check_probability(value: Any, name: str, factory: str) -> float:

@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import tempfile
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 import mlx.core as mx
@@ -459,6 +460,25 @@ def _merge_tree(target: Any, source: Any) -> Any:
     return source
 
 
+def tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor of a `.safetensors` file, from its header: no tensor is read.
+
+    Example:
+        >>> path = trainer.save_checkpoint("runs/ckpt")
+        >>> tensor_shapes(os.path.join(path, "model.safetensors"))["layers.0.weight"]
+        (16, 4)
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="numpy") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118
+    except Exception as error:  # safetensors raises its own error types for a bad header
+        raise CheckpointError(
+            f"Cannot read {os.fspath(path)}: the file is truncated or corrupt ({error})"
+        ) from None
+
+
 def load_weights(model: Any, path: str | os.PathLike) -> None:
     """Loads weights into `model` strictly from a `.safetensors` or MLX `.npz` file or a checkpoint.
 
@@ -479,19 +499,24 @@ def load_weights(model: Any, path: str | os.PathLike) -> None:
         path = os.path.join(path, "model.safetensors")
     if not os.path.exists(path):
         raise CheckpointError(f"No weights file at {path!r}.")
+    found: dict[str, Any]
     if path.endswith(".npz"):
         try:
             loaded: Any = mx.load(path)
-            found: dict[str, mx.array] = dict(loaded)
+            found = dict(loaded)
         except Exception as error:
             raise CheckpointError(f"Cannot read {path}: {error}") from None
     else:
-        found = _read_safetensors(path)
+        # The header alone is compared first: a mismatched file is refused before any tensor of
+        # it is read.
+        found = {key: SimpleNamespace(shape=shape) for key, shape in tensor_shapes(path).items()}
     problems = _compare(os.path.basename(path), _flat(model.parameters()), found)
     if problems:
         raise CheckpointError(
             f"Weights {path!r} do not match {type(model).__name__}; nothing was loaded:\n- "
             + "\n- ".join(problems)
         )
+    if not path.endswith(".npz"):
+        found = _read_safetensors(path)
     model.update(tree_unflatten(list(found.items())))
     mx.eval(model.parameters())

@@ -50,12 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("doctor", help="print MLX, device and BLAS information").set_defaults(
         run=doctor
     )
-    try:
-        from mlxkit.export import _cli as export_cli
-    except ImportError:  # the export extras are missing: `mlxkit doctor` still works
-        pass
-    else:
-        export_cli.add_parser(commands)
+    # coremltools, which Core ML export needs, is a dependency and is imported only on use.
+    from mlxkit.export import _cli as export_cli
+
+    export_cli.add_parser(commands)
     args = parser.parse_args(argv)
     return int(args.run(args) or 0)
 

@@ -553,6 +553,23 @@ def test_load_weights_is_strict(tmp_path):
     assert_same_arrays(numpy_tree(model.parameters()), before)
 
 
+def test_a_mismatched_safetensors_file_is_refused_from_its_header(tmp_path, monkeypatch):
+    """The key and shape diff reads the header (safetensors.safe_open), not the tensors."""
+    other = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+    other.save_weights(str(tmp_path / "w.safetensors"))
+    model = worker.make_trainer().model
+
+    def no_tensor_reads(*args, **kwargs):
+        raise AssertionError("a tensor was read")
+
+    monkeypatch.setattr(mx, "load", no_tensor_reads)
+    with pytest.raises(
+        CheckpointError, match=r"layers.0.weight: expected \(32, 8\), found \(16, 8\)"
+    ):
+        mlxkit.load_weights(model, tmp_path / "w.safetensors")
+    assert mlxkit.checkpoint.tensor_shapes(tmp_path / "w.safetensors")["layers.3.weight"] == (3, 16)
+
+
 # ---------------------------------------------------------------------------- distributed, seed
 def test_only_rank_0_writes(tmp_path):
     trainer = worker.make_trainer()

@@ -78,7 +78,7 @@ class ArrayBatches:
         y: Targets, likewise, or `None`.
         batch_size: Samples per batch.
         shuffle: Whether each epoch visits the samples in a fresh seeded order.
-        seed: The data-order seed.
+        seed: The data-order seed (`None`: 0, until a run gives one with `replace(seed=...)`).
         drop_last: Drop the last partial batch (static shapes for compiled training).
         shard: `(rank, num_ranks)`: this rank's disjoint share (`mlxkit.sources.rank_share`) of
             every epoch.
@@ -97,7 +97,7 @@ class ArrayBatches:
         *,
         batch_size: int,
         shuffle: bool = False,
-        seed: int = 0,
+        seed: int | None = None,
         drop_last: bool = False,
         shard: tuple[int, int] | None = None,
     ):
@@ -132,7 +132,7 @@ class ArrayBatches:
 
     def _indices(self) -> np.ndarray:
         order = (
-            epoch_permutation(self.num, self.seed, self.epoch)
+            epoch_permutation(self.num, self.seed or 0, self.epoch)
             if self.shuffle
             else np.arange(self.num)
         )

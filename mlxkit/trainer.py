@@ -142,7 +142,7 @@ class Trainer:
                 f"Received: clip_grad_norm={clip_grad_norm!r}"
             )
         check_int(accumulate_steps, "accumulate_steps")
-        if accumulate_steps > 1 and "update" not in inspect.signature(self.train_step).parameters:
+        if accumulate_steps > 1 and not _takes_update(self.train_step):
             raise ValueError(
                 f"accumulate_steps={accumulate_steps} needs `train_step(batch, update)`: an "
                 f"override of train_step must take `update` and pass it on to "
@@ -412,9 +412,7 @@ class Trainer:
         """
         source: BatchSource
         if is_array_tree(x):
-            source = ArrayBatches(
-                x, y, batch_size=batch_size, shuffle=shuffle, seed=0, drop_last=drop_last
-            )
+            source = ArrayBatches(x, y, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
         elif y is not None:
             raise ValueError(
                 f"`y` is only for array inputs; the batches of `{argument}` carry their targets. "
@@ -862,6 +860,11 @@ def _batch_size(outputs: Any) -> int:
     while isinstance(leaf, (list, tuple, dict)):
         leaf = next(iter(leaf.values())) if isinstance(leaf, dict) else leaf[0]
     return leaf.shape[0] if getattr(leaf, "ndim", 0) else 1
+
+
+def _takes_update(train_step: Callable[..., Any]) -> bool:
+    parameters = inspect.signature(train_step).parameters.values()
+    return any(p.name == "update" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def _length(batches: Any) -> int | None:

@@ -86,7 +86,7 @@ def test_no_shuffle_keeps_order_and_drop_last_drops_the_remainder():
 def test_seed_attribute_changes_the_order():
     stream = Stream({"id": np.arange(32)}, batch_size=4)
     before = stream.indices(0)
-    stream.seed = 1  # the Trainer sets it this way
+    stream.seed = 1  # a stream may be re-seeded by its owner (fit uses replace(seed=...))
     np.testing.assert_array_equal(stream.indices(0), np.random.default_rng([1, 0]).permutation(32))
     assert not np.array_equal(before, stream.indices(0))
 
@@ -184,7 +184,7 @@ def test_shards_are_disjoint_equal_and_cover_the_epoch(count, num_ranks):
 def test_shard_can_be_set_after_construction():
     stream = Stream({"id": np.arange(20)}, batch_size=2)
     assert stream.shard == (0, 1) and len(stream) == 10
-    stream.shard = (1, 4)  # as Trainer.fit does for a data-parallel run
+    stream.shard = (1, 4)  # as a script may before a data-parallel run
     assert len(stream) == 2
     np.testing.assert_array_equal(
         stream.indices(0), np.random.default_rng([0, 0]).permutation(20)[1::4][:4]

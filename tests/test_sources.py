@@ -98,3 +98,15 @@ def test_accumulation_needs_a_train_step_that_takes_update():
     with pytest.raises(ValueError, match=r"accumulate_steps=2 needs `train_step\(batch, update\)`"):
         OldStyle(model, optim.SGD(learning_rate=0.1), "mse", accumulate_steps=2)
     OldStyle(model, optim.SGD(learning_rate=0.1), "mse")  # fine without accumulation
+
+
+def test_arrays_without_a_seed_get_a_fresh_one_per_fit():
+    """Arrays carry no seed of their own: `seed=None` draws one (1 in 2**31 to repeat)."""
+    x = np.random.default_rng(0).normal(size=(16, 2)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    trainer = Trainer(nn.Linear(2, 2), optim.SGD(learning_rate=0.1), "cross_entropy")
+    seeds = set()
+    for _ in range(2):
+        trainer.fit(x, y, batch_size=8, verbose=0)
+        seeds.add(trainer.seed)
+    assert len(seeds) == 2 and None not in seeds

@@ -30,7 +30,7 @@ class ModelCheckpoint(Callback):
         save_best_only: Save only when `monitor` improves on the best so far.
         save_top_k: Keep only the k best checkpoints by `monitor`, deleting the others.
         every_n_epochs: Save at the end of every n-th epoch.
-        every_n_steps: Save every n optimizer steps instead, mid-epoch (no monitor ranking).
+        every_n_steps: Save every n batches (training steps), mid-epoch (no monitor ranking).
         save_weights_only: Write only the model weights (`.safetensors` appended if missing).
 
     Example:
@@ -170,7 +170,7 @@ class BackupAndRestore(Callback):
 
     Args:
         backup_dir: The folder for the backup.
-        save_freq: `"epoch"`, or a number of optimizer steps between backups.
+        save_freq: `"epoch"`, or a number of batches (training steps) between backups.
         delete_checkpoint: Delete the backup when training completes.
 
     Example:

@@ -486,7 +486,7 @@ def test_learning_rate_scheduler_rate_is_used_by_the_compiled_step():
     fit(trainer, epochs=3, callbacks=[schedule, snapshot_each_epoch(trainer, snapshots)])
     assert_same_weights(snapshots[0], snapshots[1])  # a rate of 0 during epoch 1
     assert not np.array_equal(snapshots[1]["layers.0.weight"], snapshots[2]["layers.0.weight"])
-    with pytest.raises(ValueError, match="already follows a schedule"):
+    with pytest.raises(TypeError, match="already follows a schedule"):
         scheduled = make_trainer(optimizer=optim.SGD(learning_rate=optim.step_decay(0.1, 0.5, 3)))
         fit(scheduled, epochs=1, callbacks=[schedule])
     with pytest.raises(TypeError, match="Received: schedule of type float"):

@@ -241,9 +241,9 @@ class EarlyStopping(Callback):
 
 
 def settable_learning_rate(optimizer: Any, owner: str) -> None:
-    """Raises if the optimizer's learning rate is a schedule, which a callback cannot override."""
+    """Raises a TypeError (as Keras does) if the optimizer's learning rate is a schedule."""
     if "learning_rate" in getattr(optimizer, "_schedulers", {}):
-        raise ValueError(
+        raise TypeError(
             f"{owner} sets the learning rate, but the optimizer already follows a schedule "
             "(learning_rate=<callable>). Use one or the other."
         )

@@ -654,3 +654,61 @@ def test_backup_and_restore_arguments_and_kept_backup(tmp_path):
     history = fit(again, epochs=2, callbacks=[BackupAndRestore(tmp_path / "b")])
     assert history.epoch == [0, 1] and again.global_step == 2 * STEPS
     assert_same_weights(weights(again.model), weights(trainer.model))
+
+
+# ---------------------------------------------------------------------------- Keras semantics
+def test_auto_mode_reads_the_metric_direction_and_lists_the_known_names():
+    trainer = make_trainer(metrics=["accuracy"])
+    stop = EarlyStopping("val_accuracy", mode="auto")
+    fit(trainer, epochs=1, callbacks=[stop], validation_data=VALIDATION)
+    assert stop.tracker.mode == "max"
+    # A key no metric declares (a custom log, say) needs an explicit mode, before training runs.
+    with pytest.raises(ValueError, match=r"direction \(accuracy, loss, val_accuracy, val_loss\)"):
+        fit(trainer, epochs=1, callbacks=[ReduceLROnPlateau("val_f1")])
+
+
+def test_absent_validation_key_does_not_blame_validation_when_it_ran(tmp_path):
+    trainer = make_trainer(metrics=["accuracy"])
+    saver = ModelCheckpoint(tmp_path / "best", monitor="val_rmse", mode="min", save_best_only=True)
+    with pytest.warns(UserWarning, match=r"monitor='val_rmse', but it is not among this epoch"):
+        fit(trainer, epochs=1, callbacks=[saver], validation_data=VALIDATION)
+    assert not (tmp_path / "best").exists()
+
+
+def test_corrupt_backup_without_a_previous_copy_says_what_to_do(tmp_path):
+    backup = BackupAndRestore(tmp_path / "backup", delete_checkpoint=False)
+    fit(make_trainer(), epochs=1, callbacks=[backup])
+    (tmp_path / "backup" / "optimizer.safetensors").write_bytes(b"\0" * 7)
+    with pytest.raises(mlxkit.checkpoint.CheckpointError, match=r"no readable previous copy"):
+        fit(make_trainer(), epochs=2, callbacks=[backup])
+
+
+def test_corrupt_backup_is_replaced_by_the_previous_copy(tmp_path):
+    backup = BackupAndRestore(tmp_path / "backup", double_checkpoint=True, delete_checkpoint=False)
+    fit(make_trainer(), epochs=2, callbacks=[backup])
+    (tmp_path / "backup" / "trainer.json").write_text("{")
+    trainer = make_trainer()
+    with pytest.warns(UserWarning, match=r"resuming from the previous copy"):
+        history = fit(trainer, epochs=3, callbacks=[backup])
+    # Resumed after epoch 1 (the previous copy): epochs 1 and 2 ran, and the backup is whole.
+    assert history.epoch == [0, 1, 2] and trainer.global_step == 3 * STEPS
+    assert mlxkit.checkpoint.read_checkpoint(tmp_path / "backup")[0]["epoch"] == 3
+    assert mlxkit.checkpoint.read_checkpoint(backup.previous_dir)[0]["epoch"] == 2
+
+
+def test_model_checkpoint_save_freq_is_every_n_steps(tmp_path):
+    with pytest.raises(ValueError, match=r"save_freq=3, every_n_steps=2"):
+        ModelCheckpoint(tmp_path / "x", save_freq=3, every_n_steps=2)
+    saver = ModelCheckpoint(tmp_path / "s{step}-b{batch}", save_freq=2)
+    fit(make_trainer(), epochs=2, callbacks=[saver])  # 6 steps of 3 an epoch
+    assert sorted(os.listdir(tmp_path)) == ["s2-b2", "s4-b1", "s6-b3"]
+
+
+def test_verbose_callbacks_print_keras_messages(capsys, tmp_path):
+    stop = EarlyStopping("loss", mode="max", patience=0, verbose=1, restore_best_weights=True)
+    saver = ModelCheckpoint(tmp_path / "ckpt", monitor="loss", save_best_only=True, verbose=1)
+    fit(make_trainer(0.1), epochs=3, callbacks=[stop, saver])
+    out = capsys.readouterr().out
+    assert "Epoch 2: early stopping" in out
+    assert "Restoring model weights from the end of the best epoch: 1." in out
+    assert "Epoch 1: loss improved from None to " in out and "saving model to" in out

@@ -10,7 +10,16 @@ from mlxkit import _blas
 
 _blas.load()
 
-from mlxkit import callbacks, data, datasets, images, losses, metrics, models  # noqa: E402
+from mlxkit import (  # noqa: E402
+    callbacks,
+    data,
+    datasets,
+    images,
+    losses,
+    metrics,
+    models,
+    optimizers,
+)
 from mlxkit.callbacks import History  # noqa: E402
 from mlxkit.checkpoint import CheckpointError, load_weights  # noqa: E402
 from mlxkit.summary import summary  # noqa: E402
@@ -29,5 +38,6 @@ __all__ = [
     "losses",
     "metrics",
     "models",
+    "optimizers",
     "summary",
 ]

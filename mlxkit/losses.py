@@ -27,6 +27,8 @@ __all__ = [
     "ALL",
     "Reduction",
     "binary_cross_entropy",
+    "binary_crossentropy",
+    "categorical_crossentropy",
     "cosine_similarity",
     "cross_entropy",
     "depth_loss",
@@ -35,6 +37,7 @@ __all__ = [
     "mae",
     "mse",
     "names",
+    "sparse_categorical_crossentropy",
 ]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -197,6 +200,177 @@ def binary_cross_entropy(
     loss = nn.losses.binary_cross_entropy(
         outputs, targets, with_logits=from_logits, reduction="none"
     )
+    return _reduce(loss, reduction)
+
+
+# Keras backends clip probabilities to [EPSILON, 1 - EPSILON] before taking their log.
+EPSILON = 1e-7
+
+
+def _log_probabilities(outputs: mx.array, axis: int, from_logits: bool) -> mx.array:
+    if from_logits:
+        return outputs - mx.logsumexp(outputs, axis=axis, keepdims=True)
+    # Keras renormalises probabilities that do not sum to 1, then clips them.
+    probabilities = outputs / mx.sum(outputs, axis=axis, keepdims=True)
+    return mx.log(mx.clip(probabilities, EPSILON, 1.0 - EPSILON))
+
+
+def categorical_crossentropy(
+    outputs: mx.array,
+    targets: mx.array,
+    *,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+    axis: int = -1,
+    reduction: Reduction = "mean",
+) -> mx.array:
+    """Keras's categorical cross-entropy: **probabilities** by default, one-hot targets.
+
+    This is the loss behind Keras's name `"categorical_crossentropy"`, with Keras's default
+    `from_logits=False`: `outputs` are probabilities (a softmax output layer), which are
+    renormalised to sum to 1 and clipped to `[1e-7, 1 - 1e-7]` as Keras does. For logits, the MLX
+    convention, pass `from_logits=True` or use `cross_entropy`.
+
+    Args:
+        outputs: Probabilities (or logits with `from_logits=True`), classes along `axis`.
+        targets: One-hot or probability targets, the shape of `outputs`.
+        from_logits: Whether `outputs` are logits.
+        label_smoothing: Mixes the targets with the uniform distribution, in `[0, 1)`.
+        axis: The class axis.
+        reduction: `"mean"`, `"sum"` or `"none"` (one loss per item).
+
+    Returns:
+        The loss, a scalar unless `reduction="none"`.
+
+    Raises:
+        ValueError: For an unknown `reduction`, `label_smoothing` out of range or mismatched
+            shapes.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxkit.losses import categorical_crossentropy
+        >>> probabilities = mx.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]])
+        >>> one_hot = mx.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        >>> round(categorical_crossentropy(probabilities, one_hot).item(), 4)  # -(ln .9 + ln .8)/2
+        0.1643
+    """
+    _check_reduction(reduction)
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(
+            f"categorical_crossentropy: label_smoothing must lie in [0, 1). "
+            f"Received: label_smoothing={label_smoothing!r}."
+        )
+    _check_same_shape("categorical_crossentropy", outputs, targets)
+    (axis,) = _normalize_axes("categorical_crossentropy", "axis", axis, outputs.ndim)
+    targets = targets.astype(mx.float32)
+    if label_smoothing:
+        classes = outputs.shape[axis]
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / classes
+    loss = -mx.sum(targets * _log_probabilities(outputs, axis, from_logits), axis=axis)
+    return _reduce(loss, reduction)
+
+
+def sparse_categorical_crossentropy(
+    outputs: mx.array,
+    targets: mx.array,
+    *,
+    from_logits: bool = False,
+    axis: int = -1,
+    reduction: Reduction = "mean",
+) -> mx.array:
+    """Keras's sparse categorical cross-entropy: **probabilities** by default, class indices.
+
+    This is the loss behind Keras's name `"sparse_categorical_crossentropy"`, with Keras's default
+    `from_logits=False`: `outputs` are probabilities (a softmax output layer). For logits, the MLX
+    convention, pass `from_logits=True` or use `cross_entropy`. Targets are integer class indices
+    of the shape of `outputs` without the class axis; a trailing axis of size 1 (`(B, 1)`) is
+    accepted, as in Keras.
+
+    Args:
+        outputs: Probabilities (or logits with `from_logits=True`), classes along `axis`.
+        targets: Integer class indices.
+        from_logits: Whether `outputs` are logits.
+        axis: The class axis.
+        reduction: `"mean"`, `"sum"` or `"none"` (one loss per item).
+
+    Returns:
+        The loss, a scalar unless `reduction="none"`.
+
+    Raises:
+        ValueError: For an unknown `reduction`, float targets or targets of the wrong shape.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxkit.losses import sparse_categorical_crossentropy
+        >>> probabilities = mx.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]])
+        >>> round(sparse_categorical_crossentropy(probabilities, mx.array([0, 1])).item(), 4)
+        0.1643
+    """
+    _check_reduction(reduction)
+    (axis,) = _normalize_axes("sparse_categorical_crossentropy", "axis", axis, outputs.ndim)
+    index_shape = tuple(outputs.shape[:axis]) + tuple(outputs.shape[axis + 1 :])
+    if targets.ndim == outputs.ndim and targets.shape[axis] == 1:
+        targets = mx.squeeze(targets, axis=axis)
+    if tuple(targets.shape) != index_shape or not mx.issubdtype(targets.dtype, mx.integer):
+        raise ValueError(
+            f"sparse_categorical_crossentropy: targets must be integer class indices of shape "
+            f"{index_shape}. Received: targets.shape={tuple(targets.shape)}, targets.dtype="
+            f"{targets.dtype}. For one-hot targets use categorical_crossentropy."
+        )
+    log_probabilities = _log_probabilities(outputs, axis, from_logits)
+    picked = mx.take_along_axis(log_probabilities, mx.expand_dims(targets, axis), axis=axis)
+    return _reduce(-mx.squeeze(picked, axis=axis), reduction)
+
+
+def binary_crossentropy(
+    outputs: mx.array,
+    targets: mx.array,
+    *,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+    reduction: Reduction = "mean",
+) -> mx.array:
+    """Keras's binary cross-entropy: **probabilities** by default, clipped as Keras clips them.
+
+    This is the loss behind Keras's name `"binary_crossentropy"`, with Keras's default
+    `from_logits=False`: `outputs` are probabilities (a sigmoid output layer), clipped to
+    `[1e-7, 1 - 1e-7]`. mlxkit's own `binary_cross_entropy` takes logits by default.
+
+    Args:
+        outputs: Probabilities (or logits with `from_logits=True`), the shape of `targets`.
+        targets: Targets in `[0, 1]`.
+        from_logits: Whether `outputs` are logits.
+        label_smoothing: Squeezes the targets towards 0.5: `t * (1 - s) + s / 2`, in `[0, 1)`.
+        reduction: `"mean"`, `"sum"` or `"none"` (elementwise).
+
+    Returns:
+        The loss, a scalar unless `reduction="none"`.
+
+    Raises:
+        ValueError: For an unknown `reduction`, `label_smoothing` out of range or mismatched
+            shapes.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxkit.losses import binary_crossentropy
+        >>> round(binary_crossentropy(mx.array([0.8, 0.4]), mx.array([1.0, 0.0])).item(), 4)
+        0.367
+    """
+    _check_reduction(reduction)
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(
+            f"binary_crossentropy: label_smoothing must lie in [0, 1). "
+            f"Received: label_smoothing={label_smoothing!r}."
+        )
+    _check_same_shape("binary_crossentropy", outputs, targets)
+    targets = targets.astype(mx.float32)
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    if from_logits:
+        loss = nn.losses.binary_cross_entropy(outputs, targets, with_logits=True, reduction="none")
+    else:
+        probabilities = mx.clip(outputs, EPSILON, 1.0 - EPSILON)
+        loss = -(targets * mx.log(probabilities) + (1 - targets) * mx.log(1 - probabilities))
     return _reduce(loss, reduction)
 
 
@@ -466,6 +640,10 @@ def depth_loss(
 _LOSSES: dict[str, LossFunction] = {
     "cross_entropy": cross_entropy,
     "binary_cross_entropy": binary_cross_entropy,
+    # Keras's names take probabilities by default (from_logits=False), as in Keras.
+    "categorical_crossentropy": categorical_crossentropy,
+    "sparse_categorical_crossentropy": sparse_categorical_crossentropy,
+    "binary_crossentropy": binary_crossentropy,
     "mse": mse,
     "mean_squared_error": mse,
     "mae": mae,

@@ -33,6 +33,7 @@ __all__ = [
     "Mean",
     "MeanAbsoluteError",
     "MeanIoU",
+    "MeanSquaredError",
     "Metric",
     "RootMeanSquaredError",
     "TopKAccuracy",
@@ -106,6 +107,9 @@ class Metric(abc.ABC):
     Attributes:
         name: The logged name.
         state: `dict[str, mx.array]` of sums and counts.
+        direction: `"max"` if higher is better, `"min"` if lower is, `None` if neither (a class
+            attribute). Monitor callbacks with `mode="auto"` read it, as Keras reads a metric's
+            `_direction`.
 
     Example:
         >>> import mlx.core as mx
@@ -126,6 +130,8 @@ class Metric(abc.ABC):
         >>> metric.result().item()
         3.0
     """
+
+    direction: Literal["min", "max"] | None = None
 
     def __init__(self, *, name: str) -> None:
         if not isinstance(name, str) or not name:
@@ -204,6 +210,8 @@ class _CountingMetric(Metric):
     compiled step adds both in one fused kernel (each kernel costs MLX's CPU scheduler several
     microseconds a step).
     """
+
+    direction = "max"
 
     def __init__(self, *, name: str) -> None:
         super().__init__(name=name)
@@ -402,6 +410,8 @@ class MeanIoU(Metric):
         0.5833
     """
 
+    direction = "max"
+
     def __init__(self, num_classes: int, *, name: str = "mean_iou") -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(
@@ -456,6 +466,8 @@ class MeanIoU(Metric):
 
 class _ErrorMetric(Metric):
     """Mean of a per-pixel error over valid pixels, optionally per image then over images."""
+
+    direction: Literal["min", "max"] | None = "min"
 
     def __init__(self, *, ignore_zero: bool, average: Average, name: str) -> None:
         _check_option(type(self).__name__, "average", average, get_args(Average))
@@ -528,6 +540,32 @@ class MeanAbsoluteError(_ErrorMetric):
 
     def _error(self, outputs: mx.array, targets: mx.array) -> mx.array:
         return mx.abs(outputs - targets)
+
+
+class MeanSquaredError(_ErrorMetric):
+    """Mean of `(outputs - targets) ** 2` over all elements seen (Keras's `"mse"` metric).
+
+    Args:
+        ignore_zero: Leave out elements whose target is exactly 0.
+        average: `"pixels"` or `"images"`, as in `MeanAbsoluteError`.
+        name: Logged name.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxkit.metrics import MeanSquaredError
+        >>> metric = MeanSquaredError()
+        >>> metric.update(mx.array([3.0, 0.0]), mx.array([0.0, 4.0]))
+        >>> metric.result().item()  # (9 + 16) / 2
+        12.5
+    """
+
+    def __init__(
+        self, *, ignore_zero: bool = False, average: Average = "pixels", name: str = "mse"
+    ) -> None:
+        super().__init__(ignore_zero=ignore_zero, average=average, name=name)
+
+    def _error(self, outputs: mx.array, targets: mx.array) -> mx.array:
+        return mx.square(outputs - targets)
 
 
 class RootMeanSquaredError(_ErrorMetric):
@@ -648,6 +686,8 @@ class DeltaAccuracy(_ErrorMetric):
         'delta_1.25^2'
     """
 
+    direction = "max"
+
     def __init__(
         self,
         threshold: float = 1.25,
@@ -676,11 +716,21 @@ class DeltaAccuracy(_ErrorMetric):
 _FACTORIES: dict[str, Callable[[], Metric]] = {
     "mean": Mean,
     "accuracy": Accuracy,
+    # Keras's names: each logs under its own name and means what it means in Keras.
+    "acc": lambda: Accuracy(name="acc"),
+    "sparse_categorical_accuracy": lambda: Accuracy(
+        kind="sparse", name="sparse_categorical_accuracy"
+    ),
+    "categorical_accuracy": lambda: Accuracy(kind="categorical", name="categorical_accuracy"),
+    # Keras's binary accuracy reads probabilities: 1 above 0.5.
+    "binary_accuracy": lambda: Accuracy(kind="binary", threshold=0.5, name="binary_accuracy"),
+    "mse": MeanSquaredError,
+    "mean_squared_error": lambda: MeanSquaredError(name="mean_squared_error"),
     "top_k_accuracy": TopKAccuracy,
     "mae": MeanAbsoluteError,
-    "mean_absolute_error": MeanAbsoluteError,
+    "mean_absolute_error": lambda: MeanAbsoluteError(name="mean_absolute_error"),
     "rmse": RootMeanSquaredError,
-    "root_mean_squared_error": RootMeanSquaredError,
+    "root_mean_squared_error": lambda: RootMeanSquaredError(name="root_mean_squared_error"),
     "abs_rel": AbsRel,
     "depth_rmse": RMSE,
     "delta_1.25": lambda: DeltaAccuracy(1.25),
@@ -708,7 +758,10 @@ def get(name_or_metric: str | Metric) -> Metric:
     """Makes a fresh metric from a name, or passes a `Metric` object through unchanged.
 
     `"rmse"` is the plain `RootMeanSquaredError`; the depth variant that ignores zero targets is
-    `"depth_rmse"` (both log as `"rmse"`). `"top_k_accuracy"` uses k=5.
+    `"depth_rmse"` (both log as `"rmse"`). `"top_k_accuracy"` uses k=5. Keras's names
+    (`"sparse_categorical_accuracy"`, `"categorical_accuracy"`, `"binary_accuracy"`, `"acc"`,
+    `"mse"`, `"mean_squared_error"`, `"mean_absolute_error"`, ...) mean what they mean in Keras and
+    log under the name given, as Keras does.
 
     Args:
         name_or_metric: A name from `names()` or a `Metric` instance.

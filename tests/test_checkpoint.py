@@ -181,12 +181,18 @@ def test_a_mid_epoch_checkpoint_of_mlxkit_0_1_0_still_resumes_exactly(tmp_path):
 
 
 def test_trainer_json_is_strict_json_and_keeps_infinities(tmp_path):
-    # Mid-way through the first epoch EarlyStopping's best is still +inf, which Python's json
-    # writes as the non-standard `Infinity`; the checkpoint must stay readable by strict parsers.
+    # Mid-way through the first epoch the best-only ModelCheckpoint's best is still its threshold
+    # +inf, which Python's json writes as the non-standard `Infinity`; the checkpoint must stay
+    # readable by strict parsers. (EarlyStopping's best is None, JSON null, until an epoch ends.)
     trainer = worker.make_trainer()
     x, y, _ = worker.make_data()
     callbacks = [
-        EarlyStopping(monitor="loss"),
+        ModelCheckpoint(
+            tmp_path / "best",
+            monitor="loss",
+            save_best_only=True,
+            initial_value_threshold=math.inf,
+        ),
         ModelCheckpoint(tmp_path / "step{step}", every_n_steps=2),
     ]
     trainer.fit(x, y, batch_size=8, epochs=1, seed=0, verbose=0, callbacks=callbacks)
@@ -196,9 +202,9 @@ def test_trainer_json_is_strict_json_and_keeps_infinities(tmp_path):
         raise ValueError(f"non-standard JSON constant {constant}")
 
     strict = json.loads(text, parse_constant=refuse)
-    assert strict["callbacks"]["1:EarlyStopping"]["best"] == {"__float__": "inf"}
+    assert strict["callbacks"]["1:ModelCheckpoint"]["best"] == {"__float__": "inf"}
     meta = read_checkpoint(tmp_path / "step2")[0]
-    assert meta["callbacks"]["1:EarlyStopping"]["best"] == math.inf
+    assert meta["callbacks"]["1:ModelCheckpoint"]["best"] == math.inf
 
 
 def test_exact_resume_after_sigkill_mid_epoch(tmp_path, reference):
@@ -237,7 +243,7 @@ def test_callback_state_and_arrays_survive_a_resume(tmp_path):
         def on_epoch_end(epoch, logs):
             logs["val_metric"] = values[epoch]
 
-        stop = EarlyStopping("val_metric", patience=10, restore_best_weights=True)
+        stop = EarlyStopping("val_metric", mode="min", patience=10, restore_best_weights=True)
         return [LambdaCallback(on_epoch_end=on_epoch_end), stop], stop
 
     first = worker.make_trainer()
@@ -262,7 +268,7 @@ def test_callback_state_follows_its_class_when_the_list_is_reordered(tmp_path, c
         logs["val_metric"] = values[epoch]
 
     first = worker.make_trainer()
-    stop = EarlyStopping("val_metric", patience=10)
+    stop = EarlyStopping("val_metric", mode="min", patience=10)
     saver = ModelCheckpoint(tmp_path / "ckpt")
     worker.fit(first, [LambdaCallback(on_epoch_end=record), stop, saver], epochs=3)
     saved = read_checkpoint(tmp_path / "ckpt")[0]["callbacks"]
@@ -270,7 +276,7 @@ def test_callback_state_follows_its_class_when_the_list_is_reordered(tmp_path, c
 
     # EarlyStopping moves from position 2 to 3, and no ModelCheckpoint takes the saved one's state.
     resumed = worker.make_trainer(init_seed=2)
-    stop = EarlyStopping("val_metric", patience=10)
+    stop = EarlyStopping("val_metric", mode="min", patience=10)
     listed = [LambdaCallback(on_epoch_end=record), LambdaCallback(), stop]
     capsys.readouterr()
     history = worker.fit(resumed, listed, epochs=5, resume_from=tmp_path / "ckpt")

@@ -386,3 +386,63 @@ def test_losses_work_inside_compile_and_grad():
     gradient = mx.grad(losses.cross_entropy)(logits, labels)
     probabilities = np.exp(_log_softmax(np.array(logits), -1))
     _check(gradient, (probabilities - _one_hot(np.array(labels), 3)) / 4)
+
+
+# ---------------------------------------------------------------- Keras's names (probabilities)
+def _keras_probabilities(outputs: np.ndarray) -> np.ndarray:
+    # keras/src/backend/numpy/nn.py: renormalise, then clip to [1e-7, 1 - 1e-7].
+    return np.clip(outputs / outputs.sum(-1, keepdims=True), 1e-7, 1 - 1e-7)
+
+
+def test_keras_crossentropy_names_take_probabilities_as_keras_does():
+    raw = RNG.random((5, 4)).astype(np.float32)
+    probabilities = raw / raw.sum(-1, keepdims=True)
+    probabilities[0] = [1.0, 0.0, 0.0, 0.0]  # a zero is clipped, not log(0)
+    labels = RNG.integers(0, 4, size=5)
+    one_hot = _one_hot(labels, 4)
+    expected = -np.log(_keras_probabilities(probabilities)[np.arange(5), labels]).mean()
+    categorical = losses.get("categorical_crossentropy")
+    sparse = losses.get("sparse_categorical_crossentropy")
+    _check(categorical(mx.array(probabilities), mx.array(one_hot)), expected)
+    _check(sparse(mx.array(probabilities), mx.array(labels)), expected)
+    # Keras also accepts sparse targets with a trailing axis of 1.
+    _check(sparse(mx.array(probabilities), mx.array(labels[:, None])), expected)
+    # Unnormalised "probabilities" are renormalised, as in Keras.
+    expected_raw = -np.log(_keras_probabilities(raw)[np.arange(5), labels]).mean()
+    _check(categorical(mx.array(raw), mx.array(one_hot)), expected_raw)
+
+
+def test_keras_crossentropy_names_with_from_logits_match_cross_entropy():
+    logits = mx.array(RNG.normal(size=(6, 3)).astype(np.float32))
+    labels = mx.array(RNG.integers(0, 3, size=6))
+    one_hot = mx.array(_one_hot(np.array(labels), 3))
+    reference = np.array(losses.cross_entropy(logits, labels))
+    _check(losses.sparse_categorical_crossentropy(logits, labels, from_logits=True), reference)
+    _check(losses.categorical_crossentropy(logits, one_hot, from_logits=True), reference)
+    smoothed = losses.cross_entropy(logits, one_hot, label_smoothing=0.2)
+    _check(
+        losses.categorical_crossentropy(logits, one_hot, from_logits=True, label_smoothing=0.2),
+        np.array(smoothed),
+    )
+
+
+def test_keras_binary_crossentropy_takes_probabilities():
+    probabilities = np.array([0.8, 0.4, 1.0, 0.0], dtype=np.float32)
+    targets = np.array([1.0, 0.0, 1.0, 1.0], dtype=np.float32)
+    clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)
+    expected = -(targets * np.log(clipped) + (1 - targets) * np.log(1 - clipped)).mean()
+    _check(losses.get("binary_crossentropy")(mx.array(probabilities), mx.array(targets)), expected)
+    logits = mx.array([2.0, -1.0])
+    _check(
+        losses.binary_crossentropy(logits, mx.array([1.0, 0.0]), from_logits=True),
+        np.array(losses.binary_cross_entropy(logits, mx.array([1.0, 0.0]))),
+    )
+    # mlxkit's own spelling keeps taking logits.
+    assert losses.get("binary_cross_entropy") is losses.binary_cross_entropy
+
+
+def test_keras_crossentropy_errors_name_the_argument():
+    with pytest.raises(ValueError, match=r"integer class indices of shape \(2,\)"):
+        losses.sparse_categorical_crossentropy(mx.zeros((2, 3)), mx.zeros((2,)))
+    with pytest.raises(ValueError, match=r"label_smoothing=1.5"):
+        losses.categorical_crossentropy(mx.zeros((2, 3)), mx.zeros((2, 3)), label_smoothing=1.5)

@@ -445,3 +445,53 @@ def test_the_distributed_sum_keeps_int64_counts_exact():
     assert summed[0]["counts"].dtype == mx.int64
     assert np.array(summed[0]["counts"]).tolist() == [2**31 + 1, 2**40 + 3]
     assert summed[1]["count"].item() == 2**24 + 1 and summed[1]["total"].item() == 0.5
+
+
+# ---------------------------------------------------------------- direction and Keras's names
+def test_every_metric_declares_the_direction_monitors_use():
+    # Monitor callbacks with mode="auto" read `direction`: higher is better for accuracies and
+    # IoU, lower for errors; a plain Mean has no direction.
+    expected = {
+        "accuracy": "max",
+        "acc": "max",
+        "sparse_categorical_accuracy": "max",
+        "categorical_accuracy": "max",
+        "binary_accuracy": "max",
+        "top_k_accuracy": "max",
+        "delta_1.25": "max",
+        "mae": "min",
+        "mean_absolute_error": "min",
+        "mse": "min",
+        "mean_squared_error": "min",
+        "rmse": "min",
+        "root_mean_squared_error": "min",
+        "depth_rmse": "min",
+        "abs_rel": "min",
+        "mean": None,
+    }
+    for name, direction in expected.items():
+        assert metrics.get(name).direction == direction, name
+    assert metrics.MeanIoU(num_classes=2).direction == "max"
+
+
+def test_keras_metric_names_log_under_their_name_with_keras_semantics():
+    outputs = mx.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
+    sparse = metrics.get("sparse_categorical_accuracy")
+    sparse.update(outputs, mx.array([1, 1, 1]))
+    categorical = metrics.get("categorical_accuracy")
+    categorical.update(outputs, mx.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]))
+    assert (sparse.name, categorical.name) == (
+        "sparse_categorical_accuracy",
+        "categorical_accuracy",
+    )
+    assert sparse.result().item() == pytest.approx(2 / 3)
+    assert categorical.result().item() == pytest.approx(1 / 3)
+    # Keras's binary_accuracy thresholds probabilities at 0.5.
+    binary = metrics.get("binary_accuracy")
+    binary.update(mx.array([[0.6], [0.4], [0.2]]), mx.array([[1.0], [1.0], [0.0]]))
+    assert binary.result().item() == pytest.approx(2 / 3)
+    mse = metrics.get("mse")
+    mse.update(mx.array([3.0, 0.0]), mx.array([0.0, 4.0]))
+    assert (mse.name, mse.result().item()) == ("mse", 12.5)
+    assert metrics.get("mean_squared_error").name == "mean_squared_error"
+    assert metrics.get("mean_absolute_error").name == "mean_absolute_error"

@@ -66,6 +66,8 @@ def generator_loss(fake_logits: mx.array, targets: None = None) -> mx.array:
 class DiscriminatorLoss(Mean):
     """The discriminator's loss, from the logits it gave the batch (`outputs["real"/"fake"]`)."""
 
+    direction = "min"
+
     def __init__(self) -> None:
         super().__init__(name="discriminator_loss")
 

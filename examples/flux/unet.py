@@ -119,6 +119,8 @@ def make_membranes(root: Path, *, num_train: int, num_val: int, size: int, seed:
 class Dice(Metric):
     """Dice coefficient 2|P n T| / (|P| + |T|) of the predicted (logit > 0) and true masks."""
 
+    direction = "max"  # what EarlyStopping / ModelCheckpoint with mode="auto" read
+
     def __init__(self, *, name: str = "dice") -> None:
         super().__init__(name=name)
         self.state["overlap"] = mx.array(0.0)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from mlxkit.callbacks.base import HOOKS, Callback
+
+# What CSVLogger writes for a value an epoch did not log (Keras's choice).
+MISSING = "NA"
 
 
 class CSVLogger(Callback):
@@ -15,8 +19,8 @@ class CSVLogger(Callback):
 
     A resumed `fit` (`initial_epoch > 0` or a checkpoint) appends to the existing file, dropping
     rows of the epochs it redoes; a fresh one rewrites it, unless `append=True`. A key that appears
-    after the first epoch (validation every few epochs) widens the header; missing values are left
-    empty.
+    after the first epoch (validation every few epochs) widens the header; a value missing from an
+    epoch is written `NA`, as Keras writes it.
 
     Args:
         filename: The CSV file.
@@ -67,7 +71,9 @@ class CSVLogger(Callback):
         tmp = f"{self.filename}.tmp-{os.getpid()}"
         with open(tmp, "w", newline="") as f:
             if keys is not None:
-                writer = csv.DictWriter(f, ["epoch", *keys], delimiter=self.separator, restval="")
+                writer = csv.DictWriter(
+                    f, ["epoch", *keys], delimiter=self.separator, restval=MISSING
+                )
                 writer.writeheader()
                 writer.writerows(rows)
         os.replace(tmp, self.filename)
@@ -88,16 +94,22 @@ class CSVLogger(Callback):
             writer = csv.writer(f, delimiter=self.separator)
             if new_file:
                 writer.writerow(["epoch", *self._keys])
-            # repr() round-trips a float exactly; a key missing this epoch stays empty.
+            # repr() round-trips a float exactly.
             writer.writerow(
-                [epoch, *(repr(float(logs[k])) if k in logs else "" for k in self._keys)]
+                [epoch, *(repr(float(logs[k])) if k in logs else MISSING for k in self._keys)]
             )
 
 
 class TerminateOnNaN(Callback):
     """Stops training at the first batch whose loss is NaN or infinite.
 
-    It reads the loss after every batch, which costs one host sync per step.
+    It reads the loss after every batch, which costs one host sync per step. By default it stops
+    training after that batch, and `on_train_end` runs as usual; with `raise_error=True` it raises
+    a `RuntimeError` at once, so no other callback's `on_train_end` runs (a `BackupAndRestore`
+    keeps its backup).
+
+    Args:
+        raise_error: Raise a `RuntimeError` instead of stopping gracefully.
 
     Example:
         >>> broken = np.full_like(x, np.nan)
@@ -108,10 +120,21 @@ class TerminateOnNaN(Callback):
         [0]
     """
 
+    def __init__(self, *, raise_error: bool = False):
+        self.raise_error = raise_error
+
     def on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
-        if self.trainer.first_bad_step() is not None:
-            print(f"TerminateOnNaN: batch {batch}: invalid loss, terminating training", flush=True)
-            self.trainer.stop_training = True
+        # The logged loss is the epoch's running mean: it stays NaN or inf from the bad batch on.
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(loss):
+            return
+        if self.raise_error:
+            raise RuntimeError(
+                f"TerminateOnNaN: NaN or Inf loss encountered at batch {batch}. Loss value: "
+                f"{loss}. Terminating training immediately."
+            )
+        print(f"TerminateOnNaN: batch {batch}: invalid loss, terminating training", flush=True)
+        self.trainer.stop_training = True
 
 
 class LambdaCallback(Callback):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlxkit.callbacks.base import Callback
-from mlxkit.callbacks.monitor import settable_learning_rate
+from mlxkit.callbacks.monitor import say, settable_learning_rate
 
 import mlx.core as mx
 
@@ -19,6 +19,7 @@ class LearningRateScheduler(Callback):
         schedule: `schedule(epoch) -> lr`, Keras's `schedule(epoch, lr) -> lr`, or an
             `mlx.optimizers` schedule (such as `optim.cosine_decay(1e-3, decay_steps=epochs)`),
             called with the 0-based epoch index.
+        verbose: 1 prints the learning rate set at each epoch.
 
     For a per-step schedule, give the schedule to the optimizer instead:
     `optim.Adam(learning_rate=optim.cosine_decay(1e-3, total_steps))`.
@@ -30,13 +31,14 @@ class LearningRateScheduler(Callback):
         [0.001, 0.0005, 0.00025]
     """
 
-    def __init__(self, schedule: Callable[..., Any]):
+    def __init__(self, schedule: Callable[..., Any], *, verbose: int = 0):
         if not callable(schedule):
             raise TypeError(
                 "LearningRateScheduler: `schedule` must be callable. "
                 f"Received: schedule of type {type(schedule).__name__}"
             )
         self.schedule = schedule
+        self.verbose = verbose
         try:
             self._takes_lr = len(inspect.signature(schedule).parameters) >= 2
         except (TypeError, ValueError):
@@ -59,3 +61,8 @@ class LearningRateScheduler(Callback):
                 f"Received: {value!r} at epoch {epoch}"
             )
         optimizer.learning_rate = float(value)
+        say(
+            self,
+            self.verbose,
+            f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {float(value)}.",
+        )

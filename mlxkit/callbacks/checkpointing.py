@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
+import string
 from collections.abc import Mapping
 from typing import Any
 
+from mlxkit._io import atomic_write_file, check_folder_target, recover_folder, remove_folder
 from mlxkit.callbacks.base import Callback
 from mlxkit.callbacks.monitor import Mode, Monitor
-from mlxkit.checkpoint import recover_folder, save_checkpoint
+from mlxkit.checkpoint import check_checkpoint_target, save_checkpoint
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
@@ -81,11 +82,27 @@ class ModelCheckpoint(Callback):
         self.every_n_epochs = every_n_epochs
         self.every_n_steps = every_n_steps
         self.save_weights_only = save_weights_only
+        if not _fields(self.filepath):  # a fixed path is checked now, a template at each save
+            suffix = ".safetensors" if save_weights_only else ""
+            self._check_target(self.filepath.removesuffix(suffix) + suffix)
         self.best = self.tracker.worst()
         self.best_path: str | None = None
         self.top_k: list[tuple[float, str]] = []
         if every_n_steps is not None:
             self.on_train_batch_end = self._on_train_batch_end  # type: ignore[method-assign]
+
+    def _check_target(self, path: str) -> None:
+        """Refuses a path whose replacement would destroy the user's files (see
+        `check_checkpoint_target`); a weights file may replace a file, never a folder."""
+        if not self.save_weights_only:
+            check_checkpoint_target(path, argument="filepath")
+            return
+        check_folder_target(path, "filepath")
+        if os.path.isdir(path):
+            raise FileExistsError(
+                f"ModelCheckpoint: `filepath` names the folder {os.path.abspath(path)!r}; a "
+                f"weights file cannot replace it. Received: filepath={self.filepath!r}"
+            )
 
     def _path(self, epoch: int, logs: Mapping[str, float]) -> str:
         fields = {**logs, "epoch": epoch + 1, "step": self.trainer.global_step}
@@ -103,16 +120,13 @@ class ModelCheckpoint(Callback):
     def _save(self, path: str) -> None:
         if getattr(self.trainer, "rank", 0) != 0:
             return
+        self._check_target(path)
         if not self.save_weights_only:
             save_checkpoint(self.trainer, path)
             return
         weights = dict(tree_flatten(self.trainer.model.parameters()))
         mx.eval(weights)
-        # The temporary name keeps the suffix: mx.save_safetensors appends one otherwise.
-        tmp = f"{path[: -len('.safetensors')]}.tmp-{os.getpid()}.safetensors"
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        mx.save_safetensors(tmp, weights)
-        os.replace(tmp, path)
+        atomic_write_file(path, lambda tmp: mx.save_safetensors(tmp, weights))
 
     def _on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
         if self.trainer.global_step % int(self.every_n_steps or 1) == 0:
@@ -140,7 +154,7 @@ class ModelCheckpoint(Callback):
             self.top_k = [entry for entry in self.top_k if entry[1] != path] + [(current, path)]
             for _, old_path in self._ranked()[self.save_top_k :]:
                 if old_path != path:
-                    _remove(old_path)
+                    remove_folder(old_path)
             self.top_k = self._ranked()[: self.save_top_k]
 
     def _ranked(self) -> list[tuple[float, str]]:
@@ -154,11 +168,9 @@ class ModelCheckpoint(Callback):
         self.top_k = [(float(score), path) for score, path in state["top_k"]]
 
 
-def _remove(path: str) -> None:
-    if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.exists(path):
-        os.remove(path)
+def _fields(template: str) -> list[str]:
+    """The `{field}` names of a path template."""
+    return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
 
 
 class BackupAndRestore(Callback):
@@ -195,7 +207,7 @@ class BackupAndRestore(Callback):
                 "BackupAndRestore: `save_freq` must be 'epoch' or a positive number of steps. "
                 f"Received: save_freq={save_freq!r}"
             )
-        self.backup_dir = os.fspath(backup_dir)
+        self.backup_dir = check_checkpoint_target(backup_dir, argument="backup_dir")
         self.save_freq = save_freq
         self.delete_checkpoint = delete_checkpoint
         if save_freq != "epoch":
@@ -220,4 +232,4 @@ class BackupAndRestore(Callback):
     def on_train_end(self, logs=None) -> None:
         completed = self.trainer.epoch >= self.trainer.epochs or self.trainer.stop_training
         if self.delete_checkpoint and completed and getattr(self.trainer, "rank", 0) == 0:
-            shutil.rmtree(self.backup_dir, ignore_errors=True)
+            remove_folder(self.backup_dir)

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from mlxkit._io import atomic_write_file, io_errors
 from mlxkit.callbacks.base import HOOKS, Callback
 
 
@@ -64,13 +65,16 @@ class CSVLogger(Callback):
         return (list(header[1:]) if header else None), rows
 
     def _write(self, keys: list[str] | None, rows: list[dict[str, str]]) -> None:
-        tmp = f"{self.filename}.tmp-{os.getpid()}"
-        with open(tmp, "w", newline="") as f:
-            if keys is not None:
-                writer = csv.DictWriter(f, ["epoch", *keys], delimiter=self.separator, restval="")
-                writer.writeheader()
-                writer.writerows(rows)
-        os.replace(tmp, self.filename)
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as f:
+                if keys is not None:
+                    writer = csv.DictWriter(
+                        f, ["epoch", *keys], delimiter=self.separator, restval=""
+                    )
+                    writer.writeheader()
+                    writer.writerows(rows)
+
+        atomic_write_file(self.filename, write)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         if getattr(self.trainer, "rank", 0) != 0:
@@ -84,7 +88,7 @@ class CSVLogger(Callback):
         new_file = self._keys is None
         if self._keys is None:
             self._keys = sorted(logs)
-        with open(self.filename, "a", newline="") as f:
+        with io_errors(self.filename), open(self.filename, "a", newline="") as f:
             writer = csv.writer(f, delimiter=self.separator)
             if new_file:
                 writer.writerow(["epoch", *self._keys])

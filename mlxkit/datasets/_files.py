@@ -6,10 +6,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from mlxkit._io import atomic_write_bytes, atomic_write_file
 
 import numpy as np
 
@@ -110,19 +111,10 @@ def _split(name: str) -> list[str]:
     return [*parts, current] if current else parts
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Writes `data` to `path` through a temporary file and a rename: never half a file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as file:
-        file.write(data)
-    os.replace(temporary, path)
-
-
 def save_npy(path: Path, array: np.ndarray) -> None:
-    """`np.save` through a temporary file and a rename."""
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(temporary, np.ascontiguousarray(array), allow_pickle=False)
-    os.replace(temporary, path)
+    """`np.save` through a temporary file and a rename (`mlxkit._io.atomic_write_file`)."""
+    contiguous = np.ascontiguousarray(array)
+    atomic_write_file(path, lambda tmp: np.save(tmp, contiguous, allow_pickle=False))
 
 
 class GeneratedFolder:
@@ -168,7 +160,7 @@ class GeneratedFolder:
                 f"{generator}. Pass an empty or new folder as `root`."
             )
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.started, json.dumps(self.params).encode())
+        atomic_write_bytes(self.started, json.dumps(self.params).encode())
         if self.done.exists():
             self.done.unlink()
         for folder in existing:
@@ -177,5 +169,5 @@ class GeneratedFolder:
                     path.unlink()
 
     def finish(self) -> None:
-        atomic_write(self.done, json.dumps(self.params, indent=2).encode())
+        atomic_write_bytes(self.done, json.dumps(self.params, indent=2).encode())
         self.started.unlink(missing_ok=True)

@@ -5,11 +5,12 @@ exports): the new content is written beside its destination under a name that ca
 writer's unique id, flushed to disk, and renamed into place.
 
 - `atomic_write_file(path, write)`: `write(tmp)` fills a temporary file, then `os.replace`.
-- `atomic_write_folder(path, write)`: `write(tmp)` fills a temporary folder, then two renames
-  (old folder aside, new one in) under an exclusive `fcntl` lock on the parent folder, so
-  writers take turns and a reader holding the shared lock (`folder_lock(path, shared=True)`)
-  never sees a partial folder. A writer killed between the two renames leaves the old folder
-  aside; `recover_folder` puts it back.
+- `atomic_write_folder(path, write)`: `write(tmp)` fills a temporary folder, which is then
+  swapped with the old one in one step (Linux `renameat2`, macOS `renamex_np`; elsewhere two
+  renames) under an exclusive `fcntl` lock on the parent folder, so writers take turns and a
+  reader holding the shared lock (`folder_lock(path, shared=True)`) never sees a partial
+  folder. A writer killed between two renames leaves the old folder aside; `recover_folder`
+  puts it back.
 - Temporary (`.<name>.tmp-<id>`), old (`.old-<id>`) and deleted (`.del-<id>`) entries carry the
   writer's id (host, process, random token); only their writer removes them, or a later writer
   once that process is known to be dead.
@@ -20,6 +21,7 @@ writer's unique id, flushed to disk, and renamed into place.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
@@ -110,7 +112,7 @@ class PathError(OSError):
     def __init__(self, path: str, action: str, reason: str, code: int | None):
         self.message = f"Cannot {action} {path!r}: {reason.rstrip('.')}. {_hint(path, code)}"
         super().__init__(self.message.rstrip())
-        self.errno = code  # type: ignore[misc]
+        self.errno = code
         self.filename = path
 
     def __str__(self) -> str:
@@ -304,6 +306,28 @@ def _remove_dead_leftovers(target: str) -> None:
                 _remove(leftover)
 
 
+def _find_swap() -> Callable[[bytes, bytes], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    if hasattr(libc, "renameat2"):  # (AT_FDCWD, old, AT_FDCWD, new, RENAME_EXCHANGE)
+        return lambda a, b: int(libc.renameat2(-100, a, -100, b, 2))
+    if hasattr(libc, "renamex_np"):  # (old, new, RENAME_SWAP)
+        return lambda a, b: int(libc.renamex_np(a, b, 2))
+    return None
+
+
+_SWAP = _find_swap()
+
+
+def _exchange(first: str, second: str) -> bool:
+    """Swaps two paths in one step where the system can (Linux `renameat2(RENAME_EXCHANGE)`,
+    macOS `renamex_np(RENAME_SWAP)`), so that even a reader without the lock never finds the
+    destination missing; returns False where it cannot, and the caller renames twice."""
+    return _SWAP is not None and _SWAP(os.fsencode(first), os.fsencode(second)) == 0
+
+
 def atomic_write_folder(
     path: str | os.PathLike,
     write: Callable[[str], None],
@@ -314,10 +338,12 @@ def atomic_write_folder(
 ) -> str:
     """Calls `write(tmp)` to fill a temporary folder, then renames it onto `path`, replacing it.
 
-    At every instant `path` holds the old or the new folder whole (or, after a crash between the
-    renames, the old one aside, which `recover_folder` puts back). `check(target)`, when given,
-    runs again under the lock just before the old folder is replaced: a caller's rule about what
-    may be replaced (see `mlxkit.checkpoint.check_checkpoint_target`).
+    At every instant `path` holds the old or the new folder whole: the two are swapped in one
+    step where the system supports it, or else renamed twice under the lock (after a crash
+    between those renames the old folder is aside, and `recover_folder` puts it back).
+    `check(target)`, when given, runs again under the lock just before the old folder is
+    replaced: a caller's rule about what may be replaced (see
+    `mlxkit.checkpoint.check_checkpoint_target`).
 
     Args:
         path: The destination folder (refused when `check_folder_target` refuses it).
@@ -350,25 +376,26 @@ def atomic_write_folder(
                 _recover_locked(target)
                 if check is not None:
                     check(target)
-                replaced = os.path.lexists(target)
-                if replaced:
-                    os.rename(target, old)
-                try:
+                if not os.path.lexists(target):
                     os.rename(tmp, target)
-                except BaseException:
-                    if replaced:
+                elif _exchange(tmp, target):
+                    os.rename(tmp, doomed)  # the old folder, now at the temporary name
+                else:
+                    os.rename(target, old)
+                    try:
+                        os.rename(tmp, target)
+                    except BaseException:
                         os.rename(old, target)
-                    raise
-                _fsync(os.path.dirname(target), folder=True)
-                # Renamed first, so that a crash mid-delete leaves nothing `recover_folder`
-                # would mistake for a whole folder; deleted once the lock is released.
-                if replaced:
+                        raise
+                    # Renamed before it is deleted, so that a crash mid-delete leaves nothing
+                    # `recover_folder` would take for a whole folder.
                     os.rename(old, doomed)
+                _fsync(os.path.dirname(target), folder=True)
                 _remove_dead_leftovers(target)
         except BaseException:
             _remove(tmp)
             raise
-        _remove(doomed)
+        _remove(doomed)  # outside the lock: other writers need not wait for the deletion
     return target
 
 

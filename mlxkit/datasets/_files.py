@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,36 @@ def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(shape), dtype
 
 
+_PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of a PNG
+_TAIL = 1024  # bytes searched for the end marker (encoders may pad after it)
+
+
+def check_image_complete(path: str | os.PathLike) -> None:
+    """Refuses a JPEG or PNG file that does not end with its end marker: a truncated download.
+
+    mlx-data would decode such a file with the missing part grey and only a libjpeg warning on
+    stderr, so the marker (`FFD9` for JPEG, the `IEND` chunk for PNG) is looked for among the
+    last bytes first. Other formats pass unchecked.
+
+    Example:
+        >>> check_image_complete("cat.txt")  # not an image: nothing to check
+    """
+    kind = os.path.splitext(os.fspath(path))[1].lower()
+    marker = {".jpg": b"\xff\xd9", ".jpeg": b"\xff\xd9", ".png": _PNG_END}.get(kind)
+    if marker is None:
+        return
+    with open(path, "rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        file.seek(max(0, size - _TAIL))
+        tail = file.read()
+    if marker not in tail:
+        what = "end-of-image marker FFD9" if marker != _PNG_END else "IEND chunk"
+        raise ValueError(
+            f"{os.fspath(path)} is truncated or corrupt: its last {min(size, _TAIL)} of {size} "
+            f"bytes hold no {what}. Download or copy the file again, or remove it."
+        )
+
+
 def pair_by_stem(folders: Mapping[str, Path], suffixes: Mapping[str, Iterable[str]]) -> list[dict]:
     """Pairs the files of several folders by file name without extension.
 
@@ -69,6 +100,7 @@ def pair_by_stem(folders: Mapping[str, Path], suffixes: Mapping[str, Iterable[st
                     f"{files[path.stem]} and {path} have the same name; each sample needs exactly "
                     f"one file in {folder}."
                 )
+            check_image_complete(path)
             files[path.stem] = path
         if not files:
             raise FileNotFoundError(

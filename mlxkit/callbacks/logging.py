@@ -36,6 +36,18 @@ class CSVLogger(Callback):
 
     def __init__(self, filename: str | os.PathLike, *, separator: str = ",", append: bool = False):
         self.filename = os.fspath(filename)
+        if not self.filename:
+            raise ValueError(f"CSVLogger: `filename` is empty. Received: filename={filename!r}")
+        if os.path.isdir(self.filename):
+            raise IsADirectoryError(
+                f"CSVLogger: `filename` names a folder; pass a file such as 'runs/log.csv'. "
+                f"Received: filename={self.filename!r}"
+            )
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(
+                "CSVLogger: `separator` must be one character, such as ',' or ';'. "
+                f"Received: separator={separator!r}"
+            )
         self.separator = separator
         self.append = append
         self._keys: list[str] | None = None
@@ -133,4 +145,8 @@ class LambdaCallback(Callback):
         if unknown:
             raise ValueError(f"LambdaCallback: unknown hooks {unknown}. Valid hooks: {list(HOOKS)}")
         for name, function in hooks.items():
+            if not callable(function):
+                raise TypeError(
+                    f"LambdaCallback: `{name}` must be a function. Received: {name}={function!r}"
+                )
             setattr(self, name, function)

@@ -177,7 +177,10 @@ def atomic_write_file(
         `path`, absolute.
 
     Example:
-        >>> path = atomic_write_file("runs/hello.txt", lambda tmp: open(tmp, "w").write("hi"))
+        >>> def write(tmp):
+        ...     with open(tmp, "w") as f:
+        ...         f.write("hi")
+        >>> path = atomic_write_file("runs/hello.txt", write)
     """
     target = os.path.abspath(os.fspath(path))
     ending = os.path.splitext(target)[1] if suffix is None else suffix
@@ -218,6 +221,7 @@ def folder_lock(path: str | os.PathLike, *, shared: bool = False) -> Iterator[No
     (where no writer can be either) reads without it.
 
     Example:
+        >>> os.makedirs("runs/ckpt", exist_ok=True)
         >>> with folder_lock("runs/ckpt", shared=True):
         ...     names = os.listdir("runs/ckpt")
     """
@@ -357,8 +361,11 @@ def atomic_write_folder(
 
     Example:
         >>> def write(folder):
-        ...     open(os.path.join(folder, "a.txt"), "w").write("a")
+        ...     with open(os.path.join(folder, "a.txt"), "w") as f:
+        ...         f.write("a")
         >>> path = atomic_write_folder("runs/out", write)
+        >>> os.listdir(path)
+        ['a.txt']
     """
     target = check_folder_target(path, argument)
     uid = writer_id()

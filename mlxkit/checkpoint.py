@@ -121,6 +121,10 @@ def check_checkpoint_target(
     Example:
         >>> check_checkpoint_target("runs/ckpt").endswith("ckpt")
         True
+        >>> os.makedirs("paper", exist_ok=True)
+        >>> with open("paper/draft.txt", "w") as f:
+        ...     f.write("six months of work")
+        18
         >>> check_checkpoint_target("paper")  # a folder of the user's files
         Traceback (most recent call last):
           ...

@@ -100,7 +100,6 @@ def pair_by_stem(folders: Mapping[str, Path], suffixes: Mapping[str, Iterable[st
                     f"{files[path.stem]} and {path} have the same name; each sample needs exactly "
                     f"one file in {folder}."
                 )
-            check_image_complete(path)
             files[path.stem] = path
         if not files:
             raise FileNotFoundError(
@@ -119,6 +118,9 @@ def pair_by_stem(folders: Mapping[str, Path], suffixes: Mapping[str, Iterable[st
                 f"file that pairs with {example} (looked for {folders[key] / missing[0]}.*). "
                 f"Missing names: {missing[:5]}{' ...' if len(missing) > 5 else ''}"
             )
+    for files in found.values():
+        for path in files.values():
+            check_image_complete(path)
     return [{key: str(found[key][name]) for key in keys} for name in _natural_sorted(names)]
 
 

@@ -345,11 +345,11 @@ def _check_meta_values(meta: dict[str, Any], meta_path: str) -> None:
     if steps is not None:
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             problems.append(f"steps_per_epoch={steps!r} (expected None or an int >= 1)")
-        elif isinstance(meta["batch_in_epoch"], int) and meta["batch_in_epoch"] >= steps:
+        elif isinstance(meta["batch_in_epoch"], int) and meta["batch_in_epoch"] > steps:
+            # Equal is valid: saved after the epoch's last batch, before the epoch's end.
             problems.append(
                 f"batch_in_epoch={meta['batch_in_epoch']} (past the end of an epoch of "
-                f"steps_per_epoch={steps} batches; a finished epoch is saved as the next one "
-                "at batch 0)"
+                f"steps_per_epoch={steps} batches)"
             )
     problems += [
         f"callbacks[{key!r}]={value!r} (expected a JSON object)"

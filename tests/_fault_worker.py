@@ -6,7 +6,7 @@ Training modes keep a `BackupAndRestore(OUT_DIR/backup, save_freq=1)` (a backup 
 step) and print `step N` after step N (just before its backup: callbacks that save run last):
 
 - `kill-mid-step`: SIGKILL from a second thread as step KILL_AFTER + 1 starts, so it lands
-  while the step runs.
+  while the step runs (or, with unlucky scheduling, during or after its backup).
 - `kill-mid-write`: the backup of step KILL_AFTER + 1 writes its first file, half of its second,
   and the process SIGKILLs itself.
 - `kill-between-renames`: the swap is disabled (as on a system without `renameat2`) and the
@@ -62,6 +62,7 @@ def _inject(mode: str, trainer) -> list:
 
         def on_train_batch_begin(batch, logs=None):
             if trainer.global_step == KILL_AFTER:
+                sys.setswitchinterval(1e-6)  # let the killer take the GIL at once
                 threading.Thread(target=_die).start()
 
         return [LambdaCallback(on_train_batch_begin=on_train_batch_begin)]

@@ -13,7 +13,7 @@ import sys
 import time
 
 from mlxkit._io import PathError
-from mlxkit.callbacks import BackupAndRestore, LambdaCallback
+from mlxkit.callbacks import BackupAndRestore, LambdaCallback, ModelCheckpoint
 from mlxkit.checkpoint import CheckpointError, load_weights, read_checkpoint
 
 import mlx.core as mx
@@ -61,10 +61,10 @@ def reference():
     return worker.weights(trainer), without_timing(history.history)
 
 
-def assert_whole_backup(folder, global_step):
-    """The backup is a complete checkpoint of `global_step`."""
+def assert_whole_backup(folder, global_steps):
+    """The backup is a complete checkpoint of one of `global_steps`."""
     meta, _ = read_checkpoint(folder)  # puts back a backup left aside between two renames
-    assert meta["global_step"] == global_step
+    assert meta["global_step"] in global_steps
     assert sorted(os.listdir(folder)) == FILES
 
 
@@ -80,15 +80,16 @@ def resume_and_compare(out, reference):
 
 
 @pytest.mark.parametrize(
-    ("mode", "saved_step"),
+    ("mode", "saved_steps"),
     [
-        ("kill-mid-step", fault.KILL_AFTER),
-        ("kill-mid-write", fault.KILL_AFTER),
-        ("kill-between-renames", fault.KILL_AFTER),
-        ("kill-after-swap", fault.KILL_AFTER + 1),
+        # The kill comes from another thread: it lands in step 16, rarely in its backup.
+        ("kill-mid-step", (fault.KILL_AFTER, fault.KILL_AFTER + 1)),
+        ("kill-mid-write", (fault.KILL_AFTER,)),
+        ("kill-between-renames", (fault.KILL_AFTER,)),
+        ("kill-after-swap", (fault.KILL_AFTER + 1,)),
     ],
 )
-def test_sigkill_loses_nothing_and_resumes_exactly(tmp_path, reference, mode, saved_step):
+def test_sigkill_loses_nothing_and_resumes_exactly(tmp_path, reference, mode, saved_steps):
     code, stdout, stderr = run(mode, tmp_path)
     assert code == -signal.SIGKILL, stderr
     assert f"step {fault.KILL_AFTER}\n" in stdout and "finished" not in stdout
@@ -96,7 +97,7 @@ def test_sigkill_loses_nothing_and_resumes_exactly(tmp_path, reference, mode, sa
         # Nothing at the path, the whole old backup aside: recovered on the next read.
         assert not (tmp_path / "backup").exists()
         assert any(name.startswith(".backup.old-") for name in os.listdir(tmp_path))
-    assert_whole_backup(tmp_path / "backup", saved_step)
+    assert_whole_backup(tmp_path / "backup", saved_steps)
     resume_and_compare(tmp_path, reference)
 
 
@@ -181,7 +182,7 @@ def test_a_full_disk_names_the_path_keeps_the_backup_and_resumes_exactly(
         assert "full" in message or "No space" in message, message
         # The failed write left no temporary folder, and the backup of step 15 is whole.
         assert sorted(name for name in os.listdir(disk) if name != "filler") == ["backup"]
-        assert_whole_backup(backup, fault.KILL_AFTER)
+        assert_whole_backup(backup, (fault.KILL_AFTER,))
         free()
         resumed = worker.make_trainer(init_seed=99)
         history = worker.fit(resumed, [BackupAndRestore(backup, save_freq=1)], seed=None)
@@ -251,3 +252,18 @@ def test_a_read_only_filesystem_names_the_path(tmp_path):
         "permission" in message.lower()
     ), message
     assert info.value.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def test_a_checkpoint_after_an_epochs_last_batch_is_valid_and_resumes_exactly(tmp_path, reference):
+    """Saved by a batch-end callback after the last batch, before the epoch's end: the position
+    equals the epoch's length, the largest value the load-time range check accepts."""
+    trainer = worker.make_trainer()
+    steps = worker.STEPS_PER_EPOCH
+    worker.fit(trainer, [ModelCheckpoint(tmp_path / "ckpt", every_n_steps=steps)], epochs=1)
+    meta, _ = read_checkpoint(tmp_path / "ckpt")
+    assert (meta["epoch"], meta["batch_in_epoch"], meta["steps_per_epoch"]) == (0, steps, steps)
+    resumed = worker.make_trainer(init_seed=99)
+    history = worker.fit(resumed, [], resume_from=tmp_path / "ckpt")
+    for key, value in reference[0].items():
+        np.testing.assert_array_equal(worker.weights(resumed)[key], value, err_msg=key)
+    assert without_timing(history.history) == reference[1]

@@ -134,7 +134,10 @@ def _hint(path: str, code: int | None) -> str:
     if code in (errno.EACCES, errno.EPERM):
         return f"This process may not write in {folder}: check its permissions."
     if free is not None:
-        return f"({free} bytes free in {folder}; check the disk and the folder's permissions.)"
+        return (
+            f"Check that the disk holding {folder} is not full ({free} bytes free) and that the "
+            "folder is writable."
+        )
     return ""
 
 

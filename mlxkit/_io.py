@@ -237,7 +237,13 @@ def folder_lock(path: str | os.PathLike, *, shared: bool = False) -> Iterator[No
             return
         raise
     try:
-        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        except OSError as error:
+            # Some network file systems lock nothing: the one-step swap still keeps the folder
+            # whole, and only writers of one path from several machines could then collide.
+            if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
+                raise
         yield
     finally:
         os.close(handle)  # releases the lock

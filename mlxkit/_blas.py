@@ -31,6 +31,8 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 
+from mlxkit._io import atomic_write_file
+
 _SHIM_SOURCE = r"""
 #include <stdint.h>
 typedef int64_t bi;
@@ -133,13 +135,15 @@ def build_shim(numpy_blas: str) -> str:
         source = os.path.join(tmp, "shim.c")
         with open(source, "w") as f:
             f.write(_SHIM_SOURCE)
-        built = os.path.join(tmp, "shim.so")
-        subprocess.run(
-            [compiler, "-O2", "-shared", "-fPIC", "-o", built, source],
-            check=True,
-            capture_output=True,
-        )
-        os.replace(built, target)  # atomic: a concurrent import never sees half a file
+
+        def build(output: str) -> None:
+            subprocess.run(
+                [compiler, "-O2", "-shared", "-fPIC", "-o", output, source],
+                check=True,
+                capture_output=True,
+            )
+
+        atomic_write_file(target, build)  # a concurrent import never loads half a file
     return target
 
 

@@ -20,13 +20,14 @@ against the trainer before anything is applied. No pickle is involved anywhere.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
-import shutil
-import tempfile
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
+
+from mlxkit._io import atomic_write_folder, check_folder_target, folder_lock, recover_folder
 
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
@@ -110,68 +111,68 @@ def _callback_arrays(trainer: Trainer) -> dict[str, mx.array]:
     return arrays
 
 
-def _leftovers(target: str) -> list[str]:
-    """Temporary folders of earlier writes to `target` (`.name.tmp-*`, `.name.old-*`)."""
-    parent, name = os.path.split(target)
-    try:
-        entries = sorted(os.listdir(parent))
-    except FileNotFoundError:
-        return []
-    prefixes = (f".{name}.tmp-", f".{name}.old-")
-    return [os.path.join(parent, entry) for entry in entries if entry.startswith(prefixes)]
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is an mlxkit checkpoint folder: it holds a `trainer.json` of the format.
 
-
-def recover_folder(path: str | os.PathLike) -> None:
-    """Puts back a checkpoint that a crash left moved aside between the two renames of a write.
-
-    A write moves the old folder to `.name.old-*` and then renames the new one into place; a process
-    killed between the two leaves no folder at `path` but a complete one aside.
+    Example:
+        >>> is_checkpoint(trainer.save_checkpoint("runs/ckpt"))
+        True
     """
-    target = os.path.abspath(os.fspath(path))
-    if os.path.exists(target):
-        return
-    for leftover in _leftovers(target):
-        is_old = os.path.basename(leftover).startswith(f".{os.path.basename(target)}.old-")
-        if is_old and os.path.exists(os.path.join(leftover, "trainer.json")):
-            os.rename(leftover, target)
-            return
-
-
-def write_folder_atomically(path: str | os.PathLike, write: Any) -> str:
-    """Calls `write(tmp_folder)`, then renames the folder onto `path`, replacing any old one.
-
-    The old folder is moved aside and deleted only once the new one is in place, so at every instant
-    either the old or the new checkpoint is complete on disk (`recover_folder` puts an old one
-    back). Temporary folders that killed writes left behind are deleted after a successful write.
-    """
-    target = os.path.abspath(os.fspath(path))
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    recover_folder(target)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
     try:
-        write(tmp)
-        for name in os.listdir(tmp):
-            with open(os.path.join(tmp, name), "rb") as f:
-                os.fsync(f.fileno())
-        old = None
-        if os.path.exists(target):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=parent)
-            os.rmdir(old)
-            os.rename(target, old)
-        os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for leftover in _leftovers(target):
-        shutil.rmtree(leftover, ignore_errors=True)
-    return target
+        with open(os.path.join(os.fspath(path), "trainer.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("format_version"), int)
 
 
-def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> str:
+def check_checkpoint_target(
+    path: str | os.PathLike, *, overwrite: bool = False, argument: str = "path"
+) -> str:
+    """Returns `path` made absolute if a checkpoint may be written there; raises otherwise.
+
+    Never replaced: the empty path, `.`, the working directory, the home directory, their
+    parents, filesystem roots (`ValueError`). Replaced only with `overwrite=True`: anything else
+    that exists and is neither an mlxkit checkpoint nor an empty folder (`FileExistsError`).
+
+    Example:
+        >>> check_checkpoint_target("runs/ckpt").endswith("ckpt")
+        True
+        >>> os.makedirs("paper", exist_ok=True)
+        >>> with open("paper/draft.txt", "w") as f:
+        ...     f.write("six months of work")
+        18
+        >>> check_checkpoint_target("paper")  # a folder of the user's files
+        Traceback (most recent call last):
+          ...
+        FileExistsError: `path` names '.../paper', which exists and is not an mlxkit checkpoint...
+    """
+    target = check_folder_target(path, argument)
+    if overwrite or not os.path.lexists(target) or is_checkpoint(target):
+        return target
+    if os.path.isdir(target) and not os.path.islink(target) and not os.listdir(target):
+        return target
+    what = (
+        "a folder holding " + repr(sorted(os.listdir(target))[:5])
+        if os.path.isdir(target)
+        else "a file"
+    )
+    raise FileExistsError(
+        f"`{argument}` names {target!r}, which exists and is not an mlxkit checkpoint (no "
+        f"trainer.json): it is {what}. Writing a checkpoint there would delete it. Choose "
+        f"another path, remove it yourself, or pass overwrite=True. "
+        f"Received: {argument}={os.fspath(path)!r}"
+    )
+
+
+def save_checkpoint(trainer: Trainer, path: str | os.PathLike, *, overwrite: bool = False) -> str:
     """Writes everything needed to resume `trainer` exactly into the folder `path`.
 
-    Under distributed training only rank 0 writes; the other ranks return at once.
+    The folder appears whole or not at all, and concurrent writers of one path take turns (see
+    `mlxkit._io.atomic_write_folder`). `path` must be new, empty, or an mlxkit checkpoint, which
+    is replaced; anything else is refused unless `overwrite=True` (see
+    `check_checkpoint_target`). Under distributed training only rank 0 writes; the other ranks
+    return at once.
 
     Example:
         >>> path = trainer.save_checkpoint("runs/ckpt")
@@ -183,10 +184,13 @@ def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> str:
 
     if not trainer.is_main_process:
         return os.path.abspath(os.fspath(path))
+    check_checkpoint_target(path, overwrite=overwrite)
     mx.eval(trainer.compiled_state())
     meta = {
         "format_version": FORMAT_VERSION,
         **_loop_fields(trainer.loop),
+        # Lets a load refuse a `batch_in_epoch` past the end of the epoch.
+        "steps_per_epoch": trainer.steps_per_epoch,
         "callbacks": _callback_states(trainer),
         "model_class": type(trainer.model).__name__,
         "mlxkit_version": getattr(mlxkit, "__version__", "unknown"),
@@ -209,7 +213,10 @@ def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> str:
         with open(os.path.join(folder, "trainer.json"), "w") as f:
             json.dump(_strict_json(meta), f, indent=2, allow_nan=False)
 
-    return write_folder_atomically(path, write)
+    def still_replaceable(target: str) -> None:
+        check_checkpoint_target(target, overwrite=overwrite)
+
+    return atomic_write_folder(path, write, check=still_replaceable)
 
 
 def _strict_json(value: Any) -> Any:
@@ -263,12 +270,19 @@ def _compare(name: str, expected: dict[str, mx.array], found: dict[str, mx.array
         for key in set(expected) & set(found)
         if expected[key].shape != found[key].shape
     )
+    dtypes = sorted(
+        f"{key}: expected {expected[key].dtype}, found {found[key].dtype}"
+        for key in set(expected) & set(found)
+        if expected[key].dtype != found[key].dtype
+    )
     if missing:
         problems.append(f"{name}: missing keys {missing}")
     if unexpected:
         problems.append(f"{name}: unexpected keys {unexpected}")
     if shapes:
         problems.append(f"{name}: wrongly shaped keys {shapes}")
+    if dtypes:
+        problems.append(f"{name}: keys of another dtype {dtypes}")
     return problems
 
 
@@ -288,6 +302,12 @@ def read_checkpoint(
     """
     folder = os.fspath(path)
     recover_folder(folder)
+    # Shared with other readers, exclusive of writers: never a folder between two renames.
+    with folder_lock(folder, shared=True):
+        return _read_folder(folder)
+
+
+def _read_folder(folder: str) -> tuple[dict[str, Any], dict[str, dict[str, mx.array]]]:
     if not os.path.isdir(folder):
         raise CheckpointError(f"No checkpoint folder at {folder!r}.")
     meta_path = os.path.join(folder, "trainer.json")
@@ -317,10 +337,43 @@ def read_checkpoint(
                 for key, kinds in _META_TYPES.items()
             )
         )
+    _check_meta_values(meta, meta_path)
     arrays = {
         name: _read_safetensors(os.path.join(folder, f"{name}.safetensors")) for name in ARRAY_FILES
     }
     return meta, arrays
+
+
+def _check_meta_values(meta: dict[str, Any], meta_path: str) -> None:
+    """Refuses `trainer.json` values no save writes: negative counters, a position past the end
+    of the epoch, a callback state that is not an object."""
+    problems = [
+        f"{key}={meta[key]!r} (expected an int >= 0)"
+        for key in ("epoch", "global_step", "batch_in_epoch")
+        if isinstance(meta[key], bool) or meta[key] < 0
+    ]
+    seed = meta["seed"]
+    if seed is not None and (isinstance(seed, bool) or seed < 0):
+        problems.append(f"seed={seed!r} (expected None or an int >= 0)")
+    steps = meta.get("steps_per_epoch")
+    if steps is not None:
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            problems.append(f"steps_per_epoch={steps!r} (expected None or an int >= 1)")
+        elif isinstance(meta["batch_in_epoch"], int) and meta["batch_in_epoch"] > steps:
+            # Equal is valid: saved after the epoch's last batch, before the epoch's end.
+            problems.append(
+                f"batch_in_epoch={meta['batch_in_epoch']} (past the end of an epoch of "
+                f"steps_per_epoch={steps} batches)"
+            )
+    problems += [
+        f"callbacks[{key!r}]={value!r} (expected a JSON object)"
+        for key, value in meta["callbacks"].items()
+        if not isinstance(value, dict)
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{meta_path} holds values out of range; nothing was loaded: " + "; ".join(problems)
+        )
 
 
 def _upgrade_running_state(state: dict[str, mx.array]) -> None:
@@ -378,6 +431,7 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
     for key, value in arrays["state"].items():
         if key in expected["state"] and value.dtype != expected["state"][key].dtype:
             arrays["state"][key] = value.astype(expected["state"][key].dtype)
+    problems += _callback_state_problems(trainer.callbacks.callbacks, meta, arrays["callbacks"])
     if problems:
         raise CheckpointError(
             f"Checkpoint {os.fspath(path)!r} does not match this trainer; nothing was loaded:\n- "
@@ -425,6 +479,31 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
     mx.eval(trainer.compiled_state())
 
 
+def _callback_state_problems(
+    callbacks: list[Any], meta: dict[str, Any], arrays: dict[str, mx.array]
+) -> list[str]:
+    """Loads each saved callback state into a copy of its callback, so that a malformed one is
+    reported before anything is applied; returns the problems found."""
+    saved = meta.get("callbacks", {})
+    keys = set(saved) | {key.split("/", 1)[0] for key in arrays}
+    problems = []
+    for index, key in _match_callbacks(callbacks, keys).items():
+        trial = copy.copy(callbacks[index])
+        prefix = f"{key}/"
+        try:
+            if key in saved:
+                trial.load_state_dict(saved[key])
+            of_key = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            if of_key:
+                trial.load_state_arrays(of_key)
+        except Exception as error:  # a callback's own parsing: any error means malformed
+            problems.append(
+                f"trainer.json: the state of callback {key!r} cannot be loaded "
+                f"({type(error).__name__}: {error}). Received: {saved.get(key)!r}"
+            )
+    return problems
+
+
 def _match_callbacks(callbacks: list[Any], keys: set[str]) -> dict[int, str]:
     """Maps each callback's position to its saved state's key: the same position and class, or
     else the only saved state of its class when it is the only callback of that class."""
@@ -468,11 +547,39 @@ def tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
         >>> tensor_shapes(os.path.join(path, "model.safetensors"))["layers.0.weight"]
         (16, 4)
     """
+    return {key: shape for key, (shape, _) in _header(path).items()}
+
+
+# safetensors' dtype names, as its header spells them.
+_SAFETENSORS_DTYPES = {
+    "BOOL": mx.bool_,
+    "U8": mx.uint8,
+    "U16": mx.uint16,
+    "U32": mx.uint32,
+    "U64": mx.uint64,
+    "I8": mx.int8,
+    "I16": mx.int16,
+    "I32": mx.int32,
+    "I64": mx.int64,
+    "F16": mx.float16,
+    "BF16": mx.bfloat16,
+    "F32": mx.float32,
+    "F64": mx.float64,
+}
+
+
+def _header(path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """Each tensor's shape and dtype from a safetensors file's header, no tensor read."""
     from safetensors import safe_open
 
     try:
         with safe_open(os.fspath(path), framework="numpy") as f:
-            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118
+            entries = {}
+            for key in f.keys():  # noqa: SIM118
+                tensor = f.get_slice(key)
+                dtype = tensor.get_dtype()
+                entries[key] = (tuple(tensor.get_shape()), _SAFETENSORS_DTYPES.get(dtype, dtype))
+            return entries
     except Exception as error:  # safetensors raises its own error types for a bad header
         raise CheckpointError(
             f"Cannot read {os.fspath(path)}: the file is truncated or corrupt ({error})"
@@ -496,7 +603,8 @@ def load_weights(model: Any, path: str | os.PathLike) -> None:
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        path = os.path.join(path, "model.safetensors")
+        with folder_lock(path, shared=True):  # a checkpoint folder: read it whole
+            return load_weights(model, os.path.join(path, "model.safetensors"))
     if not os.path.exists(path):
         raise CheckpointError(f"No weights file at {path!r}.")
     found: dict[str, Any]
@@ -509,7 +617,10 @@ def load_weights(model: Any, path: str | os.PathLike) -> None:
     else:
         # The header alone is compared first: a mismatched file is refused before any tensor of
         # it is read.
-        found = {key: SimpleNamespace(shape=shape) for key, shape in tensor_shapes(path).items()}
+        found = {
+            key: SimpleNamespace(shape=shape, dtype=dtype)
+            for key, (shape, dtype) in _header(path).items()
+        }
     problems = _compare(os.path.basename(path), _flat(model.parameters()), found)
     if problems:
         raise CheckpointError(

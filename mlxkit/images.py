@@ -12,6 +12,8 @@ import struct
 import zlib
 from collections.abc import Sequence
 
+from mlxkit._io import atomic_write_bytes
+
 import numpy as np
 
 # Control points of matplotlib's "magma" colormap (perceptually uniform), linearly interpolated.
@@ -104,11 +106,7 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> str:
         + chunk(b"IEND", b"")
     )
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "wb") as f:
-        f.write(payload)
-    os.replace(temporary, path)
+    atomic_write_bytes(path, payload)
     return path
 
 

@@ -835,11 +835,15 @@ class Trainer:
         for metric, state in zip(self.metrics, metric_states):
             metric.state.update(state)
 
-    def save_checkpoint(self, path: str | os.PathLike) -> str:
-        """Writes a resumable checkpoint folder (see `mlxkit.checkpoint`); returns its path."""
+    def save_checkpoint(self, path: str | os.PathLike, *, overwrite: bool = False) -> str:
+        """Writes a resumable checkpoint folder (see `mlxkit.checkpoint`); returns its path.
+
+        An existing mlxkit checkpoint at `path` is replaced; anything else that exists there is
+        refused unless `overwrite=True` (see `mlxkit.checkpoint.save_checkpoint`).
+        """
         from mlxkit.checkpoint import save_checkpoint
 
-        return save_checkpoint(self, path)
+        return save_checkpoint(self, path, overwrite=overwrite)
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restores everything a checkpoint holds (strict: a mismatch applies nothing)."""

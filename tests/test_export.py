@@ -704,7 +704,7 @@ def test_failed_conversion_leaves_existing_package_untouched(
     before = run_mlpackage_numpy(str(target), np.zeros(2, np.float32))["output"]
 
     def broken_save(self: Any, path: str) -> None:
-        os.makedirs(path)
+        os.makedirs(path, exist_ok=True)  # the real save replaces what is there
         with open(os.path.join(path, "partial"), "w") as f:
             f.write("half")
         raise OSError("disk full")

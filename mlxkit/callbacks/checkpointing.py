@@ -9,15 +9,21 @@ import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from mlxkit._io import (
+    atomic_write_file,
+    atomic_write_folder,
+    check_folder_target,
+    recover_folder,
+    remove_folder,
+)
 from mlxkit.callbacks.base import Callback
 from mlxkit.callbacks.monitor import Mode, Monitor, load_best, say
 from mlxkit.checkpoint import (
     ARRAY_FILES,
     CheckpointError,
+    check_checkpoint_target,
     read_checkpoint,
-    recover_folder,
     save_checkpoint,
-    write_folder_atomically,
 )
 
 import mlx.core as mx
@@ -121,6 +127,9 @@ class ModelCheckpoint(Callback):
         self.every_n_epochs = every_n_epochs
         self.every_n_steps = every_n_steps
         self.save_weights_only = save_weights_only
+        if not _fields(self.filepath):  # a fixed path is checked now, a template at each save
+            suffix = ".safetensors" if save_weights_only else ""
+            self._check_target(self.filepath.removesuffix(suffix) + suffix)
         self.initial_value_threshold = initial_value_threshold
         self.best: float | None = initial_value_threshold
         self.best_path: str | None = None
@@ -131,6 +140,19 @@ class ModelCheckpoint(Callback):
     def on_train_begin(self, logs=None) -> None:
         if self.save_best_only or self.save_top_k:
             self.tracker.resolve(self.trainer.metrics)
+
+    def _check_target(self, path: str) -> None:
+        """Refuses a path whose replacement would destroy the user's files (see
+        `check_checkpoint_target`); a weights file may replace a file, never a folder."""
+        if not self.save_weights_only:
+            check_checkpoint_target(path, argument="filepath")
+            return
+        check_folder_target(path, "filepath")
+        if os.path.isdir(path):
+            raise FileExistsError(
+                f"ModelCheckpoint: `filepath` names the folder {os.path.abspath(path)!r}; a "
+                f"weights file cannot replace it. Received: filepath={self.filepath!r}"
+            )
 
     def _path(self, epoch: int, logs: Mapping[str, float], batch: int | None = None) -> str:
         fields = {**logs, "epoch": epoch + 1, "step": self.trainer.global_step}
@@ -150,16 +172,13 @@ class ModelCheckpoint(Callback):
     def _save(self, path: str) -> None:
         if not self.trainer.is_main_process:
             return
+        self._check_target(path)
         if not self.save_weights_only:
             save_checkpoint(self.trainer, path)
             return
         weights = dict(tree_flatten(self.trainer.model.parameters()))
         mx.eval(weights)
-        # The temporary name keeps the suffix: mx.save_safetensors appends one otherwise.
-        tmp = f"{path[: -len('.safetensors')]}.tmp-{os.getpid()}.safetensors"
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        mx.save_safetensors(tmp, weights)
-        os.replace(tmp, path)
+        atomic_write_file(path, lambda tmp: mx.save_safetensors(tmp, weights))
 
     def _on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
         if self.trainer.global_step % int(self.every_n_steps or 1) == 0:
@@ -204,7 +223,7 @@ class ModelCheckpoint(Callback):
             self.top_k = [entry for entry in self.top_k if entry[1] != path] + [(current, path)]
             for _, old_path in self._ranked()[self.save_top_k :]:
                 if old_path != path:
-                    _remove(old_path)
+                    remove_folder(old_path)
             self.top_k = self._ranked()[: self.save_top_k]
 
     def _ranked(self) -> list[tuple[float, str]]:
@@ -246,11 +265,9 @@ def _checked_filepath(filepath: str, weights_only: bool, every_n_steps: int | No
     )
 
 
-def _remove(path: str) -> None:
-    if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.exists(path):
-        os.remove(path)
+def _fields(template: str) -> list[str]:
+    """The `{field}` names of a path template."""
+    return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
 
 
 class BackupAndRestore(Callback):
@@ -300,7 +317,7 @@ class BackupAndRestore(Callback):
                 "BackupAndRestore: `save_freq` must be 'epoch' or a positive number of steps. "
                 f"Received: save_freq={save_freq!r}"
             )
-        self.backup_dir = os.fspath(backup_dir)
+        self.backup_dir = check_checkpoint_target(backup_dir, argument="backup_dir")
         self.previous_dir = os.path.normpath(self.backup_dir) + ".previous"
         self.save_freq = save_freq
         self.double_checkpoint = double_checkpoint
@@ -341,7 +358,7 @@ class BackupAndRestore(Callback):
         if self.trainer.is_main_process:
             # As Keras does, the previous copy replaces the damaged one, so that the next backup
             # moves a readable copy aside.
-            write_folder_atomically(self.backup_dir, self._copy_previous)
+            atomic_write_folder(self.backup_dir, self._copy_previous, argument="backup_dir")
         return self.previous_dir
 
     def _copy_previous(self, folder: str) -> None:
@@ -353,7 +370,7 @@ class BackupAndRestore(Callback):
         if self.double_checkpoint and complete and self.trainer.is_main_process:
             # The latest backup becomes the previous one. A crash before the new one is in place
             # leaves the previous copy, which `resume_path` falls back on.
-            shutil.rmtree(self.previous_dir, ignore_errors=True)
+            remove_folder(self.previous_dir)
             os.rename(self.backup_dir, self.previous_dir)
         save_checkpoint(self.trainer, self.backup_dir)
 
@@ -367,8 +384,8 @@ class BackupAndRestore(Callback):
     def on_train_end(self, logs=None) -> None:
         completed = self.trainer.epoch >= self.trainer.epochs or self.trainer.stop_training
         if self.delete_checkpoint and completed and self.trainer.is_main_process:
-            shutil.rmtree(self.backup_dir, ignore_errors=True)
-            shutil.rmtree(self.previous_dir, ignore_errors=True)
+            remove_folder(self.backup_dir)
+            remove_folder(self.previous_dir)
 
 
 def _has_files(folder: str) -> bool:

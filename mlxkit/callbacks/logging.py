@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from mlxkit._io import atomic_write_file, io_errors
 from mlxkit.callbacks.base import HOOKS, Callback
 
 # What CSVLogger writes for a value an epoch did not log (Keras's choice).
@@ -39,6 +40,18 @@ class CSVLogger(Callback):
 
     def __init__(self, filename: str | os.PathLike, *, separator: str = ",", append: bool = False):
         self.filename = os.fspath(filename)
+        if not self.filename:
+            raise ValueError(f"CSVLogger: `filename` is empty. Received: filename={filename!r}")
+        if os.path.isdir(self.filename):
+            raise IsADirectoryError(
+                f"CSVLogger: `filename` names a folder; pass a file such as 'runs/log.csv'. "
+                f"Received: filename={self.filename!r}"
+            )
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(
+                "CSVLogger: `separator` must be one character, such as ',' or ';'. "
+                f"Received: separator={separator!r}"
+            )
         self.separator = separator
         self.append = append
         self._keys: list[str] | None = None
@@ -68,15 +81,16 @@ class CSVLogger(Callback):
         return (list(header[1:]) if header else None), rows
 
     def _write(self, keys: list[str] | None, rows: list[dict[str, str]]) -> None:
-        tmp = f"{self.filename}.tmp-{os.getpid()}"
-        with open(tmp, "w", newline="") as f:
-            if keys is not None:
-                writer = csv.DictWriter(
-                    f, ["epoch", *keys], delimiter=self.separator, restval=MISSING
-                )
-                writer.writeheader()
-                writer.writerows(rows)
-        os.replace(tmp, self.filename)
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as f:
+                if keys is not None:
+                    writer = csv.DictWriter(
+                        f, ["epoch", *keys], delimiter=self.separator, restval=MISSING
+                    )
+                    writer.writeheader()
+                    writer.writerows(rows)
+
+        atomic_write_file(self.filename, write)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         if not self.trainer.is_main_process:
@@ -90,7 +104,7 @@ class CSVLogger(Callback):
         new_file = self._keys is None
         if self._keys is None:
             self._keys = sorted(logs)
-        with open(self.filename, "a", newline="") as f:
+        with io_errors(self.filename), open(self.filename, "a", newline="") as f:
             writer = csv.writer(f, delimiter=self.separator)
             if new_file:
                 writer.writerow(["epoch", *self._keys])
@@ -152,4 +166,8 @@ class LambdaCallback(Callback):
         if unknown:
             raise ValueError(f"LambdaCallback: unknown hooks {unknown}. Valid hooks: {list(HOOKS)}")
         for name, function in hooks.items():
+            if not callable(function):
+                raise TypeError(
+                    f"LambdaCallback: `{name}` must be a function. Received: {name}={function!r}"
+                )
             setattr(self, name, function)

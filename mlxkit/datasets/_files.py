@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from mlxkit._io import atomic_write_bytes, atomic_write_file
+
 import numpy as np
 
 # The dtypes mlx-data's `load_numpy` reads (little-endian, C order).
@@ -44,6 +46,36 @@ def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
             "np.save(path, np.ascontiguousarray(array, dtype='float32'))."
         )
     return tuple(shape), dtype
+
+
+_PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of a PNG
+_TAIL = 1024  # bytes searched for the end marker (encoders may pad after it)
+
+
+def check_image_complete(path: str | os.PathLike) -> None:
+    """Refuses a JPEG or PNG file that does not end with its end marker: a truncated download.
+
+    mlx-data would decode such a file with the missing part grey and only a libjpeg warning on
+    stderr, so the marker (`FFD9` for JPEG, the `IEND` chunk for PNG) is looked for among the
+    last bytes first. Other formats pass unchecked.
+
+    Example:
+        >>> check_image_complete("cat.txt")  # not an image: nothing to check
+    """
+    kind = os.path.splitext(os.fspath(path))[1].lower()
+    marker = {".jpg": b"\xff\xd9", ".jpeg": b"\xff\xd9", ".png": _PNG_END}.get(kind)
+    if marker is None:
+        return
+    with open(path, "rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        file.seek(max(0, size - _TAIL))
+        tail = file.read()
+    if marker not in tail:
+        what = "end-of-image marker FFD9" if marker != _PNG_END else "IEND chunk"
+        raise ValueError(
+            f"{os.fspath(path)} is truncated or corrupt: its last {min(size, _TAIL)} of {size} "
+            f"bytes hold no {what}. Download or copy the file again, or remove it."
+        )
 
 
 def pair_by_stem(folders: Mapping[str, Path], suffixes: Mapping[str, Iterable[str]]) -> list[dict]:
@@ -86,6 +118,9 @@ def pair_by_stem(folders: Mapping[str, Path], suffixes: Mapping[str, Iterable[st
                 f"file that pairs with {example} (looked for {folders[key] / missing[0]}.*). "
                 f"Missing names: {missing[:5]}{' ...' if len(missing) > 5 else ''}"
             )
+    for files in found.values():
+        for path in files.values():
+            check_image_complete(path)
     return [{key: str(found[key][name]) for key in keys} for name in _natural_sorted(names)]
 
 
@@ -110,19 +145,10 @@ def _split(name: str) -> list[str]:
     return [*parts, current] if current else parts
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Writes `data` to `path` through a temporary file and a rename: never half a file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as file:
-        file.write(data)
-    os.replace(temporary, path)
-
-
 def save_npy(path: Path, array: np.ndarray) -> None:
-    """`np.save` through a temporary file and a rename."""
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(temporary, np.ascontiguousarray(array), allow_pickle=False)
-    os.replace(temporary, path)
+    """`np.save` through a temporary file and a rename (`mlxkit._io.atomic_write_file`)."""
+    contiguous = np.ascontiguousarray(array)
+    atomic_write_file(path, lambda tmp: np.save(tmp, contiguous, allow_pickle=False))
 
 
 class GeneratedFolder:
@@ -168,7 +194,7 @@ class GeneratedFolder:
                 f"{generator}. Pass an empty or new folder as `root`."
             )
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.started, json.dumps(self.params).encode())
+        atomic_write_bytes(self.started, json.dumps(self.params).encode())
         if self.done.exists():
             self.done.unlink()
         for folder in existing:
@@ -177,5 +203,5 @@ class GeneratedFolder:
                     path.unlink()
 
     def finish(self) -> None:
-        atomic_write(self.done, json.dumps(self.params, indent=2).encode())
+        atomic_write_bytes(self.done, json.dumps(self.params, indent=2).encode())
         self.started.unlink(missing_ok=True)

@@ -175,6 +175,13 @@ def load_cora(path: str | os.PathLike) -> Cora:
         features = np.array(rows, dtype=np.float32)
     except ValueError:
         raise ValueError(f"{content} has non-numeric word features.") from None
+    numeric = [name for name in names if _is_number(name)]
+    if len(numeric) == len(names):
+        raise ValueError(
+            f"{content}: the last column should be the class label (a name such as "
+            f"'Neural_Networks'), but it holds only numbers {sorted(set(numeric))[:5]}: the "
+            f"label column is missing. Received: path={path!r}"
+        )
     class_names = tuple(sorted(set(names)))
     labels = np.searchsorted(np.array(class_names), np.array(names)).astype(np.int64)
     node = {paper: i for i, paper in enumerate(ids)}
@@ -196,3 +203,11 @@ def load_cora(path: str | os.PathLike) -> Cora:
     edges = np.sort(np.array(pairs, dtype=np.int64).reshape(-1, 2), axis=1)
     edges = np.unique(edges[edges[:, 0] != edges[:, 1]], axis=0)
     return Cora(features, labels, edges, class_names, tuple(ids))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

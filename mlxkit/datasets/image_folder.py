@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from mlxkit.datasets._files import check_image_complete
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
@@ -16,7 +18,9 @@ def image_folder_samples(
 
     Classes are the subfolders, sorted by name; label `i` is `class_names[i]`. Files are found at
     any depth below a class folder and matched by extension, case-insensitively (ImageNet's
-    `.JPEG`). Decoding and resizing happen in a `Stream`, in mlx-data's worker threads.
+    `.JPEG`). A JPEG or PNG whose end marker is missing (a truncated copy) is refused here,
+    naming the file, rather than decoded half grey later. Decoding and resizing happen in a
+    `Stream`, in mlx-data's worker threads.
 
     Args:
         root: The folder whose subfolders are the classes.
@@ -58,5 +62,7 @@ def image_folder_samples(
                 f"Class folder {folder / name} holds no {'/'.join(sorted(allowed))} files; remove "
                 "it or add images, since its label would never be seen."
             )
+        for path in files:
+            check_image_complete(path)
         samples.extend({"image": str(path), "label": label} for path in files)
     return samples, class_names

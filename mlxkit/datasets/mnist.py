@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
+NUM_CLASSES = 10
 
 
 def load_mnist(
@@ -47,6 +48,13 @@ def load_mnist(
         if len(images) != len(labels):
             raise ValueError(
                 f"{split} has {len(images)} images but {len(labels)} labels in {folder}."
+            )
+        if len(labels) and labels.max() >= NUM_CLASSES:
+            index = int(np.argmax(labels >= NUM_CLASSES))
+            raise ValueError(
+                f"{_find(folder, split, 'labels', 1)} holds label {labels[index]} at index "
+                f"{index}; MNIST and Fashion-MNIST labels are 0 to {NUM_CLASSES - 1}. Is the "
+                "file corrupt or of another dataset?"
             )
         arrays.append((images, labels))
     return arrays[0], arrays[1]

@@ -15,15 +15,14 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import sys
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mlxkit._io import atomic_write_folder
 from mlxkit.export._lower import Lowerer, channels_first, output_var, unsupported
 from mlxkit.export._mil_numpy import load_mlpackage
 from mlxkit.export._optimize import optimize
@@ -272,30 +271,6 @@ def _unsupported_error(problems: list[str]) -> UnsupportedOperationError:
             "evaluated; call mx.eval on it (or on model.parameters()) before exporting."
         )
     return UnsupportedOperationError(list(counts), message)
-
-
-def _atomic_save(model: Any, path: str) -> None:
-    """Saves into a temporary directory beside `path`, then renames it into place."""
-    target = os.path.abspath(path)
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".mlxkit-export-", dir=parent)
-    try:
-        fresh = os.path.join(staging, os.path.basename(target))
-        model.save(fresh)
-        if os.path.exists(target):
-            # A directory cannot be renamed over a non-empty one: move the old one aside first.
-            old = os.path.join(staging, "previous")
-            os.rename(target, old)
-            try:
-                os.rename(fresh, target)
-            except OSError:
-                os.rename(old, target)
-                raise
-        else:
-            os.rename(fresh, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _build_program(
@@ -562,7 +537,7 @@ def to_coreml(
         # warns; the directory is removed either way.
         warnings.filterwarnings("ignore", "Implicitly cleaning up", ResourceWarning)
         mlmodel = ct.convert(program, **convert_kwargs)
-        _atomic_save(mlmodel, text_path)
+        atomic_write_folder(text_path, mlmodel.save, argument="path", suffix=".mlpackage")
         del mlmodel
 
     saved = load_mlpackage(text_path)

@@ -7,10 +7,10 @@ a callable in Python, C++ or Swift without the model's source code.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from mlxkit._io import atomic_write_file
 from mlxkit.export._trace import as_function, normalize_inputs
 
 import mlx.core as mx
@@ -61,16 +61,13 @@ def to_mlxfn(
     inputs = normalize_inputs(example_inputs)
     was_training = getattr(model, "training", None)
     fn = as_function(model)
-    parent = os.path.dirname(os.path.abspath(target))
-    os.makedirs(parent, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=".mlxkit-export-", suffix=".mlxfn", dir=parent)
-    os.close(handle)
     try:
-        mx.export_function(staging, fn, *inputs, shapeless=shapeless, metadata=metadata)
-        os.replace(staging, target)
+
+        def export(tmp: str) -> None:
+            mx.export_function(tmp, fn, *inputs, shapeless=shapeless, metadata=metadata)
+
+        atomic_write_file(target, export)
     finally:
-        if os.path.exists(staging):
-            os.remove(staging)
         if isinstance(model, nn.Module) and was_training:
             model.train()
     return target

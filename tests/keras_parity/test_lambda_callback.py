@@ -12,7 +12,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from tests.keras_parity.common import PARTIAL, TRAINER_FOLLOW_UP, compiled
+from tests.keras_parity.common import PARTIAL, compiled
 
 BATCH_SIZE = 4
 

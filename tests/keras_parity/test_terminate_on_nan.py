@@ -113,11 +113,20 @@ def test_raise_error_terminate_does_not_trigger_on_train_end():
 # Ports keras/src/callbacks/terminate_on_nan_test.py::TerminateOnNaNTest::
 #   test_raise_error_terminate_preserves_backup
 def test_raise_error_terminate_preserves_backup(tmp_path):
+    # Keras's test puts a stray file in the backup folder; mlxkit refuses to write a backup over a
+    # folder of the user's files (a deliberate difference, see Coming from Keras), so the backup
+    # here is a real one, written before the failing run.
     backup_dir = tmp_path / "backups"
-    backup_dir.mkdir()
-    fake_file = backup_dir / "checkpoint.txt"
-    fake_file.write_text("dummy checkpoint")
+    stray = tmp_path / "user_files"
+    stray.mkdir()
+    (stray / "checkpoint.txt").write_text("dummy checkpoint")
+    with pytest.raises(FileExistsError, match="user_files"):
+        BackupAndRestore(backup_dir=stray)
+    assert (stray / "checkpoint.txt").read_text() == "dummy checkpoint"
+
     trainer = single_unit_trainer()
+    trainer.save_checkpoint(backup_dir)
+    saved = (backup_dir / "trainer.json").read_bytes()
     x_nan = np.array([[1.0]], dtype=np.float32)
     y_nan = np.array([[np.inf]], dtype=np.float32)
     backup = BackupAndRestore(backup_dir=backup_dir)
@@ -132,7 +141,7 @@ def test_raise_error_terminate_preserves_backup(tmp_path):
             **PARTIAL,
         )
     assert os.path.exists(backup_dir)
-    assert os.path.exists(fake_file)
+    assert (backup_dir / "trainer.json").read_bytes() == saved
 
 
 # Ports keras/src/callbacks/terminate_on_nan_test.py::TerminateOnNaNTest::

@@ -169,7 +169,7 @@ def test_gradient_accumulation_and_clipping_match_numpy(compile):
     np.testing.assert_allclose(np.array(model.bias), b_ref, rtol=1e-5, atol=1e-6)
 
 
-def test_dict_batches_use_named_keys():
+def test_dict_batches_use_named_keys_and_train_exactly_like_tuples():
     x, y = classification_data(num=64)
     # A decoy key with the shape of the inputs: picking it instead of "image" would change the run.
     decoy = np.random.default_rng(1).normal(size=x.shape).astype(np.float32)

@@ -10,6 +10,7 @@ Run:
 
 import argparse
 import os
+import sys
 
 import mlxkit  # noqa: F401  (before mlx.core: loads a fast BLAS on Linux)
 from mlxkit.export import run_mlpackage_numpy, to_coreml, to_mlxfn
@@ -48,8 +49,19 @@ package = to_coreml(
     output_names=["sum"],
     compute_precision="float32",
 )
-# Core ML runs only on Apple platforms; mlxkit's NumPy interpreter checks the saved program
-# anywhere.
+# The Core ML runtime exists only on Apple platforms; mlxkit's NumPy interpreter of the saved
+# program (the same MIL operations, run in NumPy) checks it anywhere. Each line names its engine.
 checked = run_mlpackage_numpy(package.path, {"a": a, "b": b, "c": c})
-print("Core ML:", [round(float(v), 4) for v in checked["sum"].reshape(-1)])
+print(
+    "Core ML program (NumPy interpreter):",
+    [round(float(v), 4) for v in checked["sum"].reshape(-1)],
+)
+if sys.platform == "darwin":
+    import coremltools as ct
+    import numpy as np
+
+    runtime = ct.models.MLModel(package.path).predict(
+        {"a": np.array(a), "b": np.array(b), "c": np.array(c)}
+    )
+    print("Core ML runtime (macOS):", [round(float(v), 4) for v in runtime["sum"].reshape(-1)])
 print(f"Files in {os.path.abspath(args.out)}")

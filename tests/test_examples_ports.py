@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -38,6 +39,14 @@ def test_depth_map_quick(tmp_path):
     evaluation = json.loads((tmp_path / "evaluation.json").read_text())
     assert set(evaluation["model"]) >= {"loss", "abs_rel", "rmse", "delta_1.25"}
     assert "mean-depth baseline" in output and str(tmp_path) in output
+    # Two seeded epochs learn: observed training loss 4.243 -> 0.898 and validation loss
+    # 15.97 -> 0.578; required both to halve. (Two epochs do not yet beat the mean-depth
+    # baseline's AbsRel; the full run does, see docs/examples/depth_map.md.)
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    loss = [float(row["loss"]) for row in rows]
+    val_loss = [float(row["val_loss"]) for row in rows]
+    assert len(loss) == 2 and loss[-1] < 0.5 * loss[0] and val_loss[-1] < 0.5 * val_loss[0]
 
 
 def test_gluon_mnist_mlp_quick_prints_the_tutorials_lines(tmp_path):
@@ -45,6 +54,12 @@ def test_gluon_mnist_mlp_quick_prints_the_tutorials_lines(tmp_path):
     lines = [line for line in output.splitlines() if line.startswith("Epoch ")]
     assert [line.split(".")[0] for line in lines] == ["Epoch 0", "Epoch 1"]
     assert all(", Train_acc " in line and ", Test_acc " in line for line in lines)
+    # "Epoch 1. Loss: 1.827..., Train_acc 0.596..., Test_acc 0.595..." (seeded). It learns: the
+    # loss falls (observed 2.226 -> 1.827, required a drop of 0.2) and the test accuracy beats
+    # chance, 0.1 on balanced digits (observed 0.595, required chance + 0.3).
+    loss = [float(line.split("Loss: ")[1].split(",")[0]) for line in lines]
+    assert loss[1] < loss[0] - 0.2
+    assert float(lines[1].split("Test_acc ")[1]) > 0.1 + 0.3
     assert (tmp_path / "gluon_mlp.safetensors").exists()
 
 
@@ -71,4 +86,6 @@ def test_mlcompute_add(tmp_path):
     expected = "[1.0, 2.1, 3.2, 4.3, 5.4, 6.5]"
     assert f"result: {expected}" in output
     assert f".mlxfn : {expected}" in output
-    assert f"Core ML: {expected}" in output
+    # On Linux the Core ML line comes from mlxkit's NumPy interpreter, and the label says so.
+    assert f"Core ML program (NumPy interpreter): {expected}" in output
+    assert ("Core ML runtime (macOS)" in output) == (sys.platform == "darwin")

@@ -15,7 +15,14 @@ import pytest
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
 
-@pytest.mark.skipif(not MNIST.exists(), reason=f"real MNIST not found at {MNIST}")
+@pytest.mark.skipif(
+    not MNIST.exists(),
+    reason=(
+        f"real MNIST not found at {MNIST}: put the four MNIST IDX files in ../shared/data/mnist "
+        "next to the repository (CI has them there), then run "
+        "`python -m pytest tests/test_mnist_snippet.py`"
+    ),
+)
 def test_readme_snippet_reaches_95_percent_on_real_mnist():
     (x_train, y_train), (x_test, y_test) = load_mnist(MNIST)
     x_train = x_train.reshape(-1, 784).astype(np.float32) / 255

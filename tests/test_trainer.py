@@ -169,19 +169,33 @@ def test_gradient_accumulation_and_clipping_match_numpy(compile):
     np.testing.assert_allclose(np.array(model.bias), b_ref, rtol=1e-5, atol=1e-6)
 
 
-def test_dict_batches_use_named_keys():
+def test_dict_batches_use_named_keys_and_train_exactly_like_tuples():
     x, y = classification_data(num=64)
-    batches = [{"image": x[i : i + 16], "label": y[i : i + 16]} for i in range(0, 64, 16)]
-    trainer = Trainer(
-        small_model(),
-        optim.Adam(learning_rate=1e-2),
-        "cross_entropy",
-        inputs="image",
-        targets="label",
-    )
-    history = trainer.fit(batches, epochs=2, verbose=0)
-    assert len(history.history["loss"]) == 2
-    assert set(trainer.evaluate(batches)) == {"loss"}
+    # A decoy key with the shape of the inputs: picking it instead of "image" would change the run.
+    decoy = np.random.default_rng(1).normal(size=x.shape).astype(np.float32)
+    batches = {
+        "tuples": [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)],
+        "dicts": [
+            {"noise": decoy[i : i + 16], "label": y[i : i + 16], "image": x[i : i + 16]}
+            for i in range(0, 64, 16)
+        ],
+    }
+    runs = {}
+    for kind, data in batches.items():
+        keys = {"inputs": "image", "targets": "label"} if kind == "dicts" else {}
+        model = small_model()
+        trainer = Trainer(model, optim.Adam(learning_rate=1e-2), "cross_entropy", **keys)
+        history = trainer.fit(data, epochs=2, verbose=0)
+        runs[kind] = (history.history["loss"], trainer.evaluate(data), weights(model))
+    (tuple_losses, tuple_eval, tuple_weights) = runs["tuples"]
+    (dict_losses, dict_eval, dict_weights) = runs["dicts"]
+    # Same batches, same order, same seed: the dict run is the tuple run, bit for bit.
+    assert len(dict_losses) == 2 and dict_losses[1] < dict_losses[0]
+    assert dict_losses == tuple_losses
+    assert dict_eval == tuple_eval and set(dict_eval) == {"loss"}
+    assert tuple_weights.keys() == dict_weights.keys()
+    for key in tuple_weights:
+        np.testing.assert_array_equal(dict_weights[key], tuple_weights[key])
 
 
 def test_custom_train_step_with_extra_state():

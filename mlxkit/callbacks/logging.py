@@ -29,13 +29,15 @@ class CSVLogger(Callback):
         append: Always append to an existing file.
 
     Example:
-        >>> history = trainer.fit(x, y, epochs=3, callbacks=[CSVLogger("runs/log.csv")], verbose=0)
+        >>> import csv
+        >>> logger = CSVLogger("runs/log.csv")
+        >>> history = trainer.fit(x, y, epochs=3, callbacks=[logger], verbose=0, seed=0)
         >>> with open("runs/log.csv") as f:
-        ...     print(f.read())
-        epoch,accuracy,...,loss,...
-        0,...
-        1,...
-        2,...
+        ...     rows = list(csv.DictReader(f))
+        >>> [(row["epoch"], round(float(row["loss"]), 4)) for row in rows]
+        [('0', 0.4484), ('1', 0.3979), ('2', 0.3229)]
+        >>> [round(loss, 4) for loss in history.history["loss"]]  # the same as History's
+        [0.4484, 0.3979, 0.3229]
     """
 
     def __init__(self, filename: str | os.PathLike, *, separator: str = ",", append: bool = False):

@@ -182,14 +182,19 @@ def _call_conv_transpose(
     """The forward pass of `ConvTranspose1d` / `ConvTranspose2d`."""
     spatial = layer.weight.ndim - 2
     stride = _per_axis(layer.stride, spatial)
-    if not _fast_path_applies(layer, stride):
+    padding = _per_axis(layer.padding, spatial)
+    dilation = _per_axis(layer.dilation, spatial)
+    spans = [d * (k - 1) for k, d in zip(layer.weight.shape[1:-1], dilation)]
+    # MLX 0.32's own op gives a wrongly sized output when the padding exceeds the kernel's span;
+    # staying with it there keeps the twins interchangeable.
+    if not _fast_path_applies(layer, stride) or any(p > s for p, s in zip(padding, spans)):
         return native(x)
     y = conv_transpose(
         x,
         layer.weight,
         stride=stride,
-        padding=_per_axis(layer.padding, spatial),
-        dilation=_per_axis(layer.dilation, spatial),
+        padding=padding,
+        dilation=dilation,
         output_padding=_per_axis(layer.output_padding, spatial),
     )
     return y + layer.bias if "bias" in layer else y

@@ -37,9 +37,24 @@ def _per_axis(value: int | Sequence[int], spatial: int) -> _Ints:
     return (value,) * spatial if isinstance(value, int) else tuple(value)
 
 
-def _fast_path_applies(layer: nn.Module, stride: _Ints) -> bool:
-    # Measured faster on the CPU only (benchmarks/bench_conv.py); MLX's own op elsewhere.
-    return layer.training and any(s > 1 for s in stride) and mx.default_device() == mx.cpu
+# MLX's stride-1 CPU convolution is slow when it produces only a few channels: there the
+# reformulation loses (a 64 -> 1 transposed conv, the input gradient of a 3 -> 64 stem conv in
+# benchmarks/bench_conv.py), so fewer channels than this keep MLX's own op.
+_MIN_CHANNELS = 8
+
+
+def _fast_path_applies(layer: nn.Module, stride: _Ints, produced_channels: int) -> bool:
+    """Whether `layer` should run the stride-1 formulation: training, strided, on the CPU.
+
+    `produced_channels` is the channel count (per group) of the stride-1 convolution it would
+    run. Only the CPU was measured faster (benchmarks/bench_conv.py); GPUs keep MLX's op.
+    """
+    return (
+        layer.training
+        and any(s > 1 for s in stride)
+        and produced_channels >= _MIN_CHANNELS
+        and mx.default_device() == mx.cpu
+    )
 
 
 def _zero_insert(x: mx.array, stride: _Ints) -> mx.array:
@@ -162,7 +177,8 @@ def _call_conv(
     """The forward pass of `Conv1d` / `Conv2d`: `native` unless the fast path applies."""
     spatial = layer.weight.ndim - 2
     stride = _per_axis(layer.stride, spatial)
-    if not _fast_path_applies(layer, stride):
+    # The input gradient is a convolution producing the layer's input channels.
+    if not _fast_path_applies(layer, stride, layer.weight.shape[-1]):
         return native(x)
     conv = _strided_conv(
         stride,
@@ -187,7 +203,8 @@ def _call_conv_transpose(
     spans = [d * (k - 1) for k, d in zip(layer.weight.shape[1:-1], dilation)]
     # MLX 0.32's own op gives a wrongly sized output when the padding exceeds the kernel's span;
     # staying with it there keeps the twins interchangeable.
-    if not _fast_path_applies(layer, stride) or any(p > s for p, s in zip(padding, spans)):
+    fast = _fast_path_applies(layer, stride, layer.weight.shape[0])
+    if not fast or any(p > s for p, s in zip(padding, spans)):
         return native(x)
     y = conv_transpose(
         x,

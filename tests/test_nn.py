@@ -11,6 +11,7 @@ import itertools
 import math
 from functools import partial
 from typing import Any
+from unittest import mock
 
 import mlxkit.nn as knn
 from mlxkit import Trainer
@@ -99,9 +100,10 @@ def test_conv2d_matches_mlx(
 ) -> None:
     mx.random.seed(0)
     settings = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    native = nn.Conv2d(4, 6 if groups != 4 else 8, kernel, **settings)
-    fast = knn.Conv2d(4, 6 if groups != 4 else 8, kernel, **settings)
-    _twins(native, fast, mx.random.normal((2, *size, 4)))
+    channels = 4 if groups == 4 else 16  # 4 groups: depthwise, too few channels: MLX's op
+    native = nn.Conv2d(channels, 8, kernel, **settings)
+    fast = knn.Conv2d(channels, 8, kernel, **settings)
+    _twins(native, fast, mx.random.normal((2, *size, channels)))
 
 
 CONV_TRANSPOSE2D_CASES = [
@@ -127,8 +129,8 @@ def test_conv_transpose2d_matches_mlx(
     settings = dict(
         stride=stride, padding=padding, output_padding=output_padding, dilation=dilation
     )
-    native = nn.ConvTranspose2d(4, 3, kernel, **settings)
-    fast = knn.ConvTranspose2d(4, 3, kernel, **settings)
+    native = nn.ConvTranspose2d(4, 8, kernel, **settings)
+    fast = knn.ConvTranspose2d(4, 8, kernel, **settings)
     _twins(native, fast, mx.random.normal((2, *size, 4)))
 
 
@@ -136,20 +138,38 @@ def test_conv_transpose2d_matches_mlx(
 def test_conv1d_matches_mlx(stride: int, padding: int, dilation: int, groups: int) -> None:
     mx.random.seed(0)
     settings = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    _twins(
-        nn.Conv1d(4, 6, 3, **settings),
-        knn.Conv1d(4, 6, 3, **settings),
-        mx.random.normal((2, 13, 4)),
-    )
+    native, fast = nn.Conv1d(16, 8, 3, **settings), knn.Conv1d(16, 8, 3, **settings)
+    _twins(native, fast, mx.random.normal((2, 13, 16)))
 
 
 @pytest.mark.parametrize(("stride", "padding", "output_padding"), [(2, 1, 1), (3, 0, 2), (2, 2, 0)])
 def test_conv_transpose1d_matches_mlx(stride: int, padding: int, output_padding: int) -> None:
     mx.random.seed(0)
     settings = dict(stride=stride, padding=padding, output_padding=output_padding)
-    native = nn.ConvTranspose1d(4, 3, 3, **settings)
-    fast = knn.ConvTranspose1d(4, 3, 3, **settings)
+    native = nn.ConvTranspose1d(4, 8, 3, **settings)
+    fast = knn.ConvTranspose1d(4, 8, 3, **settings)
     _twins(native, fast, mx.random.normal((2, 7, 4)))
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape", "used"),
+    [
+        (knn.Conv2d(16, 8, 3, stride=2), (1, 7, 7, 16), True),
+        (knn.ConvTranspose2d(8, 8, 3, stride=2), (1, 4, 4, 8), True),
+        (knn.Conv2d(16, 8, 3), (1, 7, 7, 16), False),  # stride 1
+        (knn.Conv2d(3, 8, 3, stride=2), (1, 7, 7, 3), False),  # 3 input channels
+        (knn.ConvTranspose2d(8, 1, 3, stride=2), (1, 4, 4, 8), False),  # 1 output channel
+    ],
+)
+def test_fast_path_is_taken_where_it_pays(layer: nn.Module, shape: Any, used: bool) -> None:
+    x = mx.random.normal(shape)
+    with mock.patch.object(knn, "_zero_insert", wraps=knn._zero_insert) as zero_insert:
+        mx.eval(mx.grad(lambda x: layer(x).sum())(x))
+        assert zero_insert.called is used
+        zero_insert.reset_mock()
+        layer.eval()
+        mx.eval(mx.grad(lambda x: layer(x).sum())(x))
+        assert not zero_insert.called  # eval mode: MLX's own ops, as the exporters need
 
 
 def test_conv_transpose_function_matches_mx_conv_transpose2d_with_groups() -> None:
@@ -167,9 +187,9 @@ class _Tiny(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.down = nn.Conv2d(2, 4, 3, stride=2, padding=1)
-        self.blocks = [nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU()]
-        self.up = nn.ConvTranspose2d(4, 2, 4, stride=4)
+        self.down = nn.Conv2d(2, 8, 3, stride=2, padding=1)
+        self.blocks = [nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU()]
+        self.up = nn.ConvTranspose2d(8, 8, 4, stride=4)
 
     def __call__(self, x: mx.array) -> mx.array:
         x = nn.relu(self.down(x))
@@ -233,7 +253,7 @@ def test_compiled_training_step_matches_mlx_layers() -> None:
     native = _Tiny()
     fast = knn.accelerate(_Tiny())
     fast.update(native.parameters())
-    x, y = mx.random.normal((2, 8, 8, 2)), mx.random.normal((2, 8, 8, 2))
+    x, y = mx.random.normal((2, 8, 8, 2)), mx.random.normal((2, 8, 8, 8))
     for model in (native, fast):
         optimizer = optim.SGD(learning_rate=0.1)
         step = _compiled_step(model, optimizer, x, y)
@@ -251,7 +271,9 @@ def test_trainer_fits_a_model_with_fast_layers() -> None:
     native = _Tiny()
     fast = knn.accelerate(_Tiny())
     fast.update(native.parameters())
-    x, y = np.random.default_rng(0).normal(size=(2, 8, 8, 8, 2)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 8, 8, 2)).astype(np.float32)
+    y = rng.normal(size=(8, 8, 8, 8)).astype(np.float32)
     losses = []
     for model in (native, fast):
         trainer = Trainer(model, optim.SGD(learning_rate=0.05), "mse")

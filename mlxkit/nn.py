@@ -12,8 +12,10 @@ mode on the CPU:
 - `ConvTranspose1d` / `ConvTranspose2d` with a stride > 1 zero-insert the input and convolve at
   stride 1 with the flipped kernel; the gradients of that formulation are fast as they come.
 
-Everywhere else (stride 1, a GPU default device, and eval mode) they run MLX's own ops. Eval mode
-is included because exporters put models in it: `mx.export_function` cannot serialize a custom
+Everywhere else they run MLX's own ops: at stride 1, on a GPU, where the stride-1 convolution
+would produce fewer than 8 channels (MLX's CPU kernel is slow there too: a transposed conv to one
+channel, the input gradient of an RGB stem), and in eval mode. Eval mode is included because
+exporters put models in it: `mx.export_function` cannot serialize a custom
 VJP, and the Core ML exporter lowers MLX's own convolutions to `conv` / `conv_transpose`. The
 layers subclass the `mlx.nn` ones, so parameters, state-dict keys, `isinstance` checks and
 checkpoints are shared; `accelerate(model)` switches a model's `mlx.nn` convolutions over.
@@ -28,7 +30,14 @@ from typing import cast
 import mlx.core as mx
 import mlx.nn as nn
 
-__all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d", "accelerate"]
+__all__ = [
+    "Conv1d",
+    "Conv2d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "accelerate",
+    "conv_transpose",
+]
 
 _Ints = tuple[int, ...]
 

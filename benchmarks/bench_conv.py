@@ -270,7 +270,7 @@ def main() -> None:
     )
     names = ["MLX", "mlxkit"] + (["torch"] if peer else [])
 
-    widths = [36, 18] + [7] * (2 * len(names)) + [14]
+    widths = [48, 12] + [10] * (2 * len(names)) + [14]
     header = ["layer", "input NHWC"]
     header += [f"fwd {n}" for n in names] + [f"f+b {n}" for n in names] + ["MLX/mlxkit f+b"]
     print("\n" + _row(header, widths))

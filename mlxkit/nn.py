@@ -111,6 +111,22 @@ def conv_transpose(
 ) -> mx.array:
     """`mx.conv_transpose{1,2,3}d` as a stride-1 convolution of the zero-inserted input.
 
+    Fast on the CPU for any stride, and so are its gradients. Equal to MLX's op to float32
+    rounding; padding beyond the kernel's span `dilation * (kernel - 1)` is computed correctly
+    here, where MLX 0.32's op returns a wrongly sized output.
+
+    Args:
+        x: Input `(N, *spatial, C_in)`.
+        weight: `(C_out, *kernel, C_in / groups)`, the layout of `mx.conv_transpose2d`.
+        stride: The stride per spatial axis.
+        padding: The padding per spatial axis.
+        dilation: The kernel dilation per spatial axis.
+        output_padding: Extra size added at the end of each spatial axis.
+        groups: The number of groups.
+
+    Returns:
+        The output `(N, *spatial_out, C_out)`.
+
     Example:
         >>> import mlx.core as mx
         >>> from mlxkit.nn import conv_transpose

@@ -14,11 +14,11 @@ mode on the CPU:
 
 Everywhere else they run MLX's own ops: at stride 1, on a GPU, where the stride-1 convolution
 would produce fewer than 8 channels (MLX's CPU kernel is slow there too: a transposed conv to one
-channel, the input gradient of an RGB stem), and in eval mode. Eval mode is included because
-exporters put models in it: `mx.export_function` cannot serialize a custom
-VJP, and the Core ML exporter lowers MLX's own convolutions to `conv` / `conv_transpose`. The
-layers subclass the `mlx.nn` ones, so parameters, state-dict keys, `isinstance` checks and
-checkpoints are shared; `accelerate(model)` switches a model's `mlx.nn` convolutions over.
+channel, the input gradient of an RGB stem), and in eval mode. Eval mode is included because the
+exporters put models in it: `mx.export_function` cannot serialize a custom VJP, and the Core ML
+exporter lowers MLX's own convolutions to `conv` / `conv_transpose`. The layers subclass the
+`mlx.nn` ones, so parameters, state-dict keys, `isinstance` checks and checkpoints are shared;
+`accelerate(model)` switches a model's `mlx.nn` convolutions over.
 """
 
 from __future__ import annotations

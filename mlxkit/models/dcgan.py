@@ -28,6 +28,7 @@ from mlxkit.models._common import (
     load_weights,
     normal,
 )
+from mlxkit.nn import Conv2d, ConvTranspose2d
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -52,11 +53,11 @@ class DCGANGenerator(nn.Module):
         self.latent_dim = latent_dim
         self.dense = nn.Linear(latent_dim, 7 * 7 * 256)
         self.bn0 = nn.BatchNorm(7 * 7 * 256)
-        self.deconv1 = nn.ConvTranspose2d(256, 128, kernel_size=5, stride=1, padding=2)
+        self.deconv1 = ConvTranspose2d(256, 128, kernel_size=5, stride=1, padding=2)
         self.bn1 = nn.BatchNorm(128)
-        self.deconv2 = nn.ConvTranspose2d(128, 64, kernel_size=4, stride=2, padding=1)
+        self.deconv2 = ConvTranspose2d(128, 64, kernel_size=4, stride=2, padding=1)
         self.bn2 = nn.BatchNorm(64)
-        self.deconv3 = nn.ConvTranspose2d(64, 1, kernel_size=4, stride=2, padding=1)
+        self.deconv3 = ConvTranspose2d(64, 1, kernel_size=4, stride=2, padding=1)
         init_weights(self, (nn.Linear,), glorot_uniform)
         init_weights(self, (nn.ConvTranspose2d,), normal(0.02))
 
@@ -87,8 +88,8 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 64, kernel_size=4, stride=2, padding=1)
-        self.conv2 = nn.Conv2d(64, 128, kernel_size=4, stride=2, padding=1)
+        self.conv1 = Conv2d(1, 64, kernel_size=4, stride=2, padding=1)
+        self.conv2 = Conv2d(64, 128, kernel_size=4, stride=2, padding=1)
         self.dropout = nn.Dropout(0.25)
         self.dense = nn.Linear(7 * 7 * 128, 1)
         init_weights(self, (nn.Conv2d,), normal(0.02))

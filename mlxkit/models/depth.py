@@ -11,6 +11,7 @@ import os
 
 from mlxkit.models._common import check_images, load_weights
 from mlxkit.models.layers import BilinearUpsample
+from mlxkit.nn import Conv2d
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -39,9 +40,9 @@ class _Block(nn.Module):
 
     def __init__(self, in_dims: int, dims: int, stride: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_dims, dims, 3, stride=stride, padding=1, bias=False)
+        self.conv1 = Conv2d(in_dims, dims, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm(dims)
-        self.conv2 = nn.Conv2d(dims, dims, 3, stride=1, padding=1, bias=False)
+        self.conv2 = Conv2d(dims, dims, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm(dims)
         self.conv1.weight = _article_init(self.conv1.weight)
         self.conv2.weight = _article_init(self.conv2.weight)
@@ -77,17 +78,17 @@ class DepthResNet20(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1 = Conv2d(3, 16, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm(16)
         self.layer1 = nn.Sequential(*self._stage(16, 16, stride=1))
         self.layer2 = nn.Sequential(*self._stage(16, 32, stride=2))
         self.layer3 = nn.Sequential(*self._stage(32, 64, stride=2))
         self.layer4 = nn.Sequential(*self._stage(64, 128, stride=2))
         self.upsample = BilinearUpsample(2, align_corners=True)
-        self.conv_cat1 = nn.Conv2d(128 + 64, 64, kernel_size=1)
-        self.conv_cat2 = nn.Conv2d(64 + 32, 64, kernel_size=1)
-        self.conv_cat3 = nn.Conv2d(64 + 16 + 16, 64, kernel_size=1)
-        self.output = nn.Conv2d(64, 1, kernel_size=1)
+        self.conv_cat1 = Conv2d(128 + 64, 64, kernel_size=1)
+        self.conv_cat2 = Conv2d(64 + 32, 64, kernel_size=1)
+        self.conv_cat3 = Conv2d(64 + 16 + 16, 64, kernel_size=1)
+        self.output = Conv2d(64, 1, kernel_size=1)
         for conv in (self.conv1, self.conv_cat1, self.conv_cat2, self.conv_cat3, self.output):
             conv.weight = _article_init(conv.weight)
 

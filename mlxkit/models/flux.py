@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from mlxkit.models._common import check_images, glorot_uniform, init_weights, load_weights
+from mlxkit.nn import Conv2d
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -32,8 +33,8 @@ class FluxMnistCNN(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, kernel_size=2)
-        self.conv2 = nn.Conv2d(16, 8, kernel_size=2)
+        self.conv1 = Conv2d(1, 16, kernel_size=2)
+        self.conv2 = Conv2d(16, 8, kernel_size=2)
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
         self.fc = nn.Linear(288, 10)
         init_weights(self, (nn.Conv2d, nn.Linear), glorot_uniform)

@@ -26,6 +26,7 @@ from mlxkit.models._common import (
     load_weights,
     normal,
 )
+from mlxkit.nn import Conv2d
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -134,7 +135,7 @@ def _conv_bn(
 ) -> list[nn.Module]:
     # torchvision's Conv2dNormActivation: "same" padding, no conv bias, BN, optional activation.
     layers: list[nn.Module] = [
-        nn.Conv2d(
+        Conv2d(
             in_channels,
             out_channels,
             kernel,
@@ -167,8 +168,8 @@ class SqueezeExcitation(nn.Module):
 
     def __init__(self, channels: int, squeeze_channels: int) -> None:
         super().__init__()
-        self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)
-        self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
+        self.fc1 = Conv2d(channels, squeeze_channels, 1)
+        self.fc2 = Conv2d(squeeze_channels, channels, 1)
 
     def __call__(self, x: mx.array) -> mx.array:
         scale = nn.relu(self.fc1(x.mean(axis=(1, 2), keepdims=True)))

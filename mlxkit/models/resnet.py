@@ -23,6 +23,7 @@ from mlxkit.models._common import (
     kaiming_normal_fan_out,
     load_weights,
 )
+from mlxkit.nn import Conv2d
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -49,9 +50,9 @@ class BasicBlock(nn.Module):
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.conv1 = Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.conv2 = Conv2d(channels, channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm(channels)
         self.downsample = _projection(in_channels, channels, stride)
 
@@ -82,11 +83,11 @@ class Bottleneck(nn.Module):
     def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
         super().__init__()
         out_channels = channels * self.expansion
-        self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=False)
+        self.conv1 = Conv2d(in_channels, channels, 1, bias=False)
         self.bn1 = nn.BatchNorm(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.conv2 = Conv2d(channels, channels, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm(channels)
-        self.conv3 = nn.Conv2d(channels, out_channels, 1, bias=False)
+        self.conv3 = Conv2d(channels, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm(out_channels)
         self.downsample = _projection(in_channels, out_channels, stride)
 
@@ -101,7 +102,7 @@ class Bottleneck(nn.Module):
 def _projection(in_channels: int, out_channels: int, stride: int) -> list[nn.Module] | None:
     if stride == 1 and in_channels == out_channels:
         return None
-    return [nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+    return [Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
             nn.BatchNorm(out_channels)]  # fmt: skip
 
 
@@ -148,7 +149,7 @@ class ResNet(nn.Module):
             )
         check_positive_int(num_classes, "num_classes", "ResNet")
         kind = blocks[block]
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1 = Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm(64)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         in_channels = 64

@@ -37,6 +37,7 @@ from mlxkit.models.mobilenet import (
     init_backbone,
     large_features,
 )
+from mlxkit.nn import Conv2d
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -103,10 +104,10 @@ class LRASPP(nn.Module):
 class _LRASPPHead(nn.Module):
     def __init__(self, low_channels: int, high_channels: int, num_classes: int, inter: int):
         super().__init__()
-        self.cbr = [nn.Conv2d(high_channels, inter, 1, bias=False), nn.BatchNorm(inter), nn.ReLU()]
-        self.scale = [GlobalAvgPool(), nn.Conv2d(high_channels, inter, 1, bias=False), nn.Sigmoid()]
-        self.low_classifier = nn.Conv2d(low_channels, num_classes, 1)
-        self.high_classifier = nn.Conv2d(inter, num_classes, 1)
+        self.cbr = [Conv2d(high_channels, inter, 1, bias=False), nn.BatchNorm(inter), nn.ReLU()]
+        self.scale = [GlobalAvgPool(), Conv2d(high_channels, inter, 1, bias=False), nn.Sigmoid()]
+        self.low_classifier = Conv2d(low_channels, num_classes, 1)
+        self.high_classifier = Conv2d(inter, num_classes, 1)
         self.upsample = BilinearUpsample(2)
 
     def __call__(self, low: mx.array, high: mx.array) -> mx.array:
@@ -121,7 +122,7 @@ class _ASPP(nn.Module):
 
         def conv_bn_relu(kernel: int, dilation: int = 1) -> list[nn.Module]:
             padding = dilation if kernel == 3 else 0
-            conv = nn.Conv2d(in_channels, out_channels, kernel, padding=padding,
+            conv = Conv2d(in_channels, out_channels, kernel, padding=padding,
                              dilation=dilation, bias=False)  # fmt: skip
             return [conv, nn.BatchNorm(out_channels), nn.ReLU()]
 
@@ -133,7 +134,7 @@ class _ASPP(nn.Module):
             [GlobalAvgPool(), *conv_bn_relu(1)],
         ]
         self.project = [
-            nn.Conv2d(len(self.convs) * out_channels, out_channels, 1, bias=False),
+            Conv2d(len(self.convs) * out_channels, out_channels, 1, bias=False),
             nn.BatchNorm(out_channels),
             nn.ReLU(),
             nn.Dropout(0.5),
@@ -171,10 +172,10 @@ class DeepLabV3(nn.Module):
         high_channels = features_channels(self.backbone, len(self.backbone) - 1)
         self.classifier = [
             _ASPP(high_channels, (12, 24, 36)),
-            nn.Conv2d(256, 256, 3, padding=1, bias=False),
+            Conv2d(256, 256, 3, padding=1, bias=False),
             nn.BatchNorm(256),
             nn.ReLU(),
-            nn.Conv2d(256, num_classes, 1),
+            Conv2d(256, num_classes, 1),
         ]
         self.upsample = BilinearUpsample(16)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from mlxkit.models._common import apply, check_images, check_positive_int, load_weights
+from mlxkit.nn import Conv2d, ConvTranspose2d
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -23,10 +24,10 @@ __all__ = ["UNet", "unet"]
 
 def _double_conv(in_channels: int, channels: int) -> list[nn.Module]:
     return [
-        nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
+        Conv2d(in_channels, channels, 3, padding=1, bias=False),
         nn.BatchNorm(channels),
         nn.ReLU(),
-        nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+        Conv2d(channels, channels, 3, padding=1, bias=False),
         nn.BatchNorm(channels),
         nn.ReLU(),
     ]
@@ -59,15 +60,15 @@ class UNet(nn.Module):
         self.encoder4 = _double_conv(4 * f, 8 * f)
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
         self.bottleneck = _double_conv(8 * f, 16 * f)
-        self.upconv4 = nn.ConvTranspose2d(16 * f, 8 * f, kernel_size=2, stride=2)
+        self.upconv4 = ConvTranspose2d(16 * f, 8 * f, kernel_size=2, stride=2)
         self.decoder4 = _double_conv(16 * f, 8 * f)
-        self.upconv3 = nn.ConvTranspose2d(8 * f, 4 * f, kernel_size=2, stride=2)
+        self.upconv3 = ConvTranspose2d(8 * f, 4 * f, kernel_size=2, stride=2)
         self.decoder3 = _double_conv(8 * f, 4 * f)
-        self.upconv2 = nn.ConvTranspose2d(4 * f, 2 * f, kernel_size=2, stride=2)
+        self.upconv2 = ConvTranspose2d(4 * f, 2 * f, kernel_size=2, stride=2)
         self.decoder2 = _double_conv(4 * f, 2 * f)
-        self.upconv1 = nn.ConvTranspose2d(2 * f, f, kernel_size=2, stride=2)
+        self.upconv1 = ConvTranspose2d(2 * f, f, kernel_size=2, stride=2)
         self.decoder1 = _double_conv(2 * f, f)
-        self.conv = nn.Conv2d(f, num_classes, kernel_size=1)
+        self.conv = Conv2d(f, num_classes, kernel_size=1)
 
     def __call__(self, x: mx.array) -> mx.array:
         check_images(x, "unet", channels=self.in_channels, multiple=16)

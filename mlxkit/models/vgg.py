@@ -22,6 +22,7 @@ from mlxkit.models._common import (
     init_weights,
     load_weights,
 )
+from mlxkit.nn import Conv2d
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -59,7 +60,7 @@ class VGG19CIFAR(nn.Module):
             if isinstance(item, str):  # "M"
                 features.append(nn.MaxPool2d(kernel_size=2, stride=2))
                 continue
-            features += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU(), nn.BatchNorm(item)]
+            features += [Conv2d(channels, item, 3, padding=1), nn.ReLU(), nn.BatchNorm(item)]
             channels = item
         self.features = features
         self.classifier = [

@@ -602,10 +602,13 @@ def _layer_norm(
     mean = np.mean(x, axis=axis, keepdims=True)
     var = np.mean((x - mean) ** 2, axis=axis, keepdims=True)
     out = (x - mean) / np.sqrt(var + epsilon)
+    # gamma and beta have the shape of the normalized axes, wherever those are (axis 1 after
+    # a channels-first conv), so they are placed on those axes before broadcasting.
+    placed = tuple(x.shape[a] if a in axis else 1 for a in range(x.ndim))
     if gamma is not None:
-        out = out * gamma
+        out = out * np.reshape(gamma, placed)
     if beta is not None:
-        out = out + beta
+        out = out + np.reshape(beta, placed)
     return out
 
 

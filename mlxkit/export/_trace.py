@@ -9,7 +9,7 @@ nothing here depends on Core ML.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
@@ -58,15 +58,6 @@ class Graph:
     constants: dict[str, np.ndarray]
     shapes: dict[str, tuple[int, ...]]
     dtypes: dict[str, str]
-    _counter: int = field(default=0, repr=False)
-
-    def new_name(self, hint: str = "t") -> str:
-        """Returns a tensor name that is not in use yet."""
-        while True:
-            self._counter += 1
-            name = f"{hint}_{self._counter}"
-            if name not in self.shapes:
-                return name
 
     def producers(self) -> dict[str, Node]:
         """Maps every tensor produced by a node to that node."""

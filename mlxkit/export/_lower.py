@@ -47,6 +47,9 @@ _DTYPES_OK = {
     "uint32",
     "uint64",
 }
+# MLX's Scan::ReduceType and SliceUpdate's plain (non-accumulating) update.
+SCAN_TYPES = {0: "max", 1: "min", 2: "sum", 3: "prod"}
+_SLICE_UPDATE_SET = 4
 # Core ML's largest tensor rank.
 MAX_RANK = 5
 
@@ -522,6 +525,120 @@ class Lowerer:
             var = getattr(self.mb, _REDUCE[kind])(x=x.var, axes=axes, keep_dims=True)
         self.set(node.outputs[0], var, x.perm)
 
+    def _scan(self, node: Node) -> None:
+        """Cumulative sums with MIL's `cumsum`; products, maxima and minima by doubling: after
+        step k every element holds the reduction of the 2**k elements ending at it."""
+        x = self.materialize(self.value(node.inputs[0]))
+        kind, axis, reverse, inclusive = node.args
+        physical = x.perm.index(axis)
+        mb = self.mb
+        if SCAN_TYPES[kind] == "sum":
+            var = mb.cumsum(x=x.var, axis=physical, exclusive=not inclusive, reverse=reverse)
+            self.set(node.outputs[0], var, x.perm)
+            return
+        combine = {"prod": mb.mul, "max": mb.maximum, "min": mb.minimum}[SCAN_TYPES[kind]]
+        identity = self._scan_identity(SCAN_TYPES[kind], self.graph.dtypes[node.inputs[0]])
+        var = mb.reverse(x=x.var, axes=[physical]) if reverse else x.var
+        size = x.shape[axis]
+        shift = 1
+        while shift < size:
+            var = combine(x=var, y=self._shift(var, physical, shift, identity))
+            shift *= 2
+        if not inclusive:
+            var = self._shift(var, physical, 1, identity)
+        if reverse:
+            var = mb.reverse(x=var, axes=[physical])
+        self.set(node.outputs[0], var, x.perm)
+
+    @staticmethod
+    def _scan_identity(kind: str, dtype: str) -> Any:
+        if _mil_dtype(dtype) == "int32":
+            info = np.iinfo(np.int32)
+            value = {"prod": 1, "max": info.min, "min": info.max}[kind]
+            return np.int32(value)
+        return np.float32({"prod": 1.0, "max": -np.inf, "min": np.inf}[kind])
+
+    def _shift(self, var: Any, axis: int, shift: int, fill: Any) -> Any:
+        """`var` moved `shift` places along `axis`, the first places filled with `fill`."""
+        rank = len(var.shape)
+        end = [int(s) for s in var.shape]
+        end[axis] -= shift
+        kept = self.mb.slice_by_index(x=var, begin=[0] * rank, end=end)
+        pads = [0] * (2 * rank)
+        pads[2 * axis] = shift
+        return self.mb.pad(x=kept, pad=np.array(pads, np.int32), constant_val=fill)
+
+    def _sort(self, node: Node) -> None:
+        """Sort, ArgSort and (as a full sort, which is a valid partition) Partition/ArgPartition."""
+        x = self.materialize(self.value(node.inputs[0]))
+        axis = node.args[-1]
+        physical = x.perm.index(axis)
+        order = self.mb.argsort(x=x.var, axis=physical, ascending=True)
+        if node.op in ("Sort", "Partition"):
+            var = self.mb.gather_along_axis(x=x.var, indices=order, axis=physical)
+        else:
+            var = order
+        self.set(node.outputs[0], var, x.perm)
+
+    def _gather_axis(self, node: Node) -> None:
+        """`take_along_axis`: source and indices broadcast to the output shape off the axis."""
+        axis = node.args[0]
+        out_shape = tuple(self.graph.shapes[node.outputs[0]])
+        source_shape = tuple(
+            self.graph.shapes[node.inputs[0]][a] if a == axis else out_shape[a]
+            for a in range(len(out_shape))
+        )
+        source = self.var(node.inputs[0])
+        if tuple(np.shape(source) if isinstance(source, np.ndarray) else source.shape) != (
+            source_shape
+        ):
+            source = self._broadcast_to(source, source_shape)
+        indices = self.var(node.inputs[1])
+        if isinstance(indices, np.ndarray):
+            indices = np.ascontiguousarray(np.broadcast_to(indices, out_shape)).astype(np.int32)
+        else:
+            if tuple(indices.shape) != out_shape:
+                indices = self._broadcast_to(indices, out_shape)
+            if _mil_dtype(self.graph.dtypes[node.inputs[1]]) != "int32":
+                indices = self.mb.cast(x=indices, dtype="int32")
+        var = self.mb.gather_along_axis(x=source, indices=indices, axis=axis)
+        self.set(node.outputs[0], var, _identity(len(out_shape)))
+
+    def _slice_update(self, node: Node) -> None:
+        """`x[region] = update` (edge padding builds these): the update padded to full size and
+        picked with a constant mask."""
+        _, starts, stops, _ = node.args
+        shape = tuple(self.graph.shapes[node.outputs[0]])
+        source = self.var(node.inputs[0])
+        if isinstance(source, np.ndarray):
+            source = self.mb.const(val=source)
+        widths = [(int(lo), int(size - hi)) for lo, hi, size in zip(starts, stops, shape)]
+        region = tuple(slice(lo, hi) for lo, hi in zip(starts, stops))
+        update = self.var(node.inputs[1])
+        region_shape = tuple(int(hi - lo) for lo, hi in zip(starts, stops))
+        if isinstance(update, np.ndarray):
+            update = np.broadcast_to(update, region_shape)
+            padded: Any = np.pad(update, widths)
+        else:
+            if tuple(update.shape) != region_shape:
+                update = self._broadcast_to(update, region_shape)
+            flat = np.array([w for pair in widths for w in pair], np.int32)
+            padded = self.mb.pad(x=update, pad=flat)
+        mask = np.zeros(shape, bool)
+        mask[region] = True
+        var = self.mb.select(cond=mask, a=padded, b=source)
+        self.set(node.outputs[0], var, _identity(len(shape)))
+
+    def _permute(self, node: Node) -> None:
+        """A reshape + transpose + reshape whose middle tensor has rank > 5, done at rank <= 5."""
+        shape, perm = merged_permutation(node.args["shape"], node.args["perm"])
+        x = self.var(node.inputs[0])
+        var = self.mb.transpose(x=self.mb.reshape(x=x, shape=list(shape)), perm=list(perm))
+        out_shape = list(self.graph.shapes[node.outputs[0]])
+        self.set(
+            node.outputs[0], self.mb.reshape(x=var, shape=out_shape), _identity(len(out_shape))
+        )
+
     def _argreduce(self, node: Node) -> None:
         x = self.materialize(self.value(node.inputs[0]))
         axis = x.perm.index(node.args[1])
@@ -816,6 +933,50 @@ def _split_check(graph: Graph, node: Node) -> str | None:
     return "of a scalar" if len(graph.shapes[node.inputs[0]]) == 0 else None
 
 
+def merged_permutation(
+    shape: Sequence[int], perm: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The same transpose on fewer axes: size-1 axes dropped, neighbours that stay neighbours
+    merged. Shape `(1, 2, 2, 2, 2, 3)` with perm `(0, 1, 3, 2, 4, 5)` becomes shape
+    `(2, 2, 2, 6)` with perm `(0, 2, 1, 3)`."""
+    kept = [a for a in range(len(shape)) if shape[a] != 1]
+    renumber = {a: i for i, a in enumerate(kept)}
+    order = [renumber[a] for a in perm if a in renumber]
+    sizes = [shape[a] for a in kept]
+    groups: list[list[int]] = []
+    for axis in order:
+        if groups and groups[-1][-1] + 1 == axis:
+            groups[-1].append(axis)
+        else:
+            groups.append([axis])
+    by_input = sorted(range(len(groups)), key=lambda g: groups[g][0])
+    merged_shape = tuple(math.prod(sizes[a] for a in groups[g]) for g in by_input)
+    merged_perm = tuple(by_input.index(g) for g in range(len(groups)))
+    return merged_shape, merged_perm
+
+
+def _permute_check(graph: Graph, node: Node) -> str | None:
+    shape, _ = merged_permutation(node.args["shape"], node.args["perm"])
+    if len(shape) > MAX_RANK:
+        return (
+            f"a transpose of rank {len(shape)} that cannot be split into rank <= {MAX_RANK} steps"
+        )
+    return None
+
+
+def _scan_check(graph: Graph, node: Node) -> str | None:
+    return None if node.args[0] in SCAN_TYPES else "logcumsumexp"
+
+
+def _slice_update_check(graph: Graph, node: Node) -> str | None:
+    reduce_type, _, _, strides = node.args
+    if reduce_type != _SLICE_UPDATE_SET:
+        return "with an accumulating update (`.at[...].add` and the like)"
+    if any(s != 1 for s in strides):
+        return "with strides"
+    return None
+
+
 def _unary(mil_op: str, mlx: str) -> Lowering:
     return Lowering(partial(Lowerer._unary, mil_op=mil_op), mlx, mil_op)
 
@@ -844,6 +1005,8 @@ OPS: dict[str, Lowering] = {
     "Sign": _unary("sign", "mx.sign"),
     "LogicalNot": _unary("logical_not", "mx.logical_not, ~"),
     "Rsqrt": _unary("rsqrt", "mx.rsqrt"),
+    "ArcSin": _unary("asin", "mx.arcsin"),
+    "ArcCos": _unary("acos", "mx.arccos"),
     "Sqrt": Lowering(Lowerer._sqrt, "mx.sqrt, mx.rsqrt", "sqrt, rsqrt"),
     "Negative": Lowering(Lowerer._negative, "mx.negative, unary -", "mul"),
     "Log": Lowering(Lowerer._log, "mx.log, mx.log2, mx.log10", "log, mul"),
@@ -887,6 +1050,16 @@ OPS: dict[str, Lowering] = {
         Lowerer._argreduce, "mx.argmax, mx.argmin", "reduce_argmax, reduce_argmin"
     ),
     "LogSumExp": Lowering(Lowerer._logsumexp, "mx.logsumexp", "reduce_log_sum_exp"),
+    "Scan": Lowering(
+        Lowerer._scan,
+        "mx.cumsum, mx.cumprod, mx.cummax, mx.cummin",
+        "cumsum; mul/maximum/minimum by doubling",
+        _scan_check,
+    ),
+    "Sort": Lowering(Lowerer._sort, "mx.sort", "argsort, gather_along_axis"),
+    "ArgSort": Lowering(Lowerer._sort, "mx.argsort", "argsort"),
+    "Partition": Lowering(Lowerer._sort, "mx.partition, mx.topk", "argsort, gather_along_axis"),
+    "ArgPartition": Lowering(Lowerer._sort, "mx.argpartition", "argsort"),
     "Softmax": Lowering(Lowerer._softmax, "mx.softmax, nn.softmax", "softmax"),
     # Linear algebra (with constant weights these become `linear`, see below).
     "Matmul": Lowering(Lowerer._matmul, "@, mx.matmul", "matmul"),
@@ -905,6 +1078,13 @@ OPS: dict[str, Lowering] = {
     "Pad": Lowering(Lowerer._pad, "mx.pad (constant)", "pad"),
     "Gather": Lowering(Lowerer._gather, "mx.take, x[indices]", "gather, gather_nd", _gather_check),
     "AsStrided": Lowering(Lowerer._asstrided, "mx.as_strided", "gather"),
+    "GatherAxis": Lowering(Lowerer._gather_axis, "mx.take_along_axis", "gather_along_axis"),
+    "SliceUpdate": Lowering(
+        Lowerer._slice_update,
+        "mx.pad (edge), x.at[region] = v",
+        "pad, select",
+        _slice_update_check,
+    ),
     # Fused nodes that `_optimize` builds from recognised patterns.
     "conv": Lowering(
         Lowerer._conv,
@@ -927,6 +1107,12 @@ OPS: dict[str, Lowering] = {
     "affine": Lowering(Lowerer._affine, "nn.BatchNorm (eval), x * a + b", "mul, add"),
     "reduce_mean": Lowering(Lowerer._reduce_mean, "mx.mean", "reduce_mean"),
     "gather": Lowering(Lowerer._gather_fused, "mx.take, x[indices]", "gather, gather_nd"),
+    "permute": Lowering(
+        Lowerer._permute,
+        "reshape + transpose through rank > 5 (windowed attention)",
+        "reshape, transpose",
+        _permute_check,
+    ),
     "layer_norm": Lowering(
         Lowerer._layer_norm, "nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm", "layer_norm"
     ),
@@ -936,8 +1122,6 @@ OPS: dict[str, Lowering] = {
 HINTS: dict[str, str] = {
     "Convolution": "a convolution whose weight is computed from the inputs; make the weight a "
     "parameter or constant",
-    "RandomBits": "random sampling inside the model; sample outside `__call__` and pass the noise "
-    "as an input, or call mx.eval on captured arrays (parameters) before exporting",
     "QuantizedMatmul": "a quantized layer; dequantize it (or export the float model) first",
     "GatherQMM": "a quantized layer; dequantize it (or export the float model) first",
 }

@@ -931,17 +931,40 @@ def fuse_layer_norm(graph: Graph) -> None:
         _splice(graph, replacements)
 
 
+def fuse_high_rank_permutes(graph: Graph) -> None:
+    """Turns `Reshape -> Transpose -> Reshape` through a tensor of rank > 5 (windowed attention:
+    `(B, H/w, w, W/w, w, C)`) into one `permute` node, which the lowering performs in rank <= 5
+    steps by merging axes that stay neighbours."""
+    index = _Index(graph)
+    replacements = []
+    for node in graph.nodes:
+        if node.op != "Transpose" or len(graph.shapes[node.outputs[0]]) <= 5:
+            continue
+        before = index.producer.get(node.inputs[0])
+        after = index.single_user(node.outputs[0])
+        if before is None or before.op != "Reshape" or index.single_user(before.outputs[0]) is None:
+            continue
+        if after is None or after.op != "Reshape" or len(graph.shapes[after.outputs[0]]) > 5:
+            continue
+        args = {"shape": graph.shapes[before.outputs[0]], "perm": list(node.args[0])}
+        fused = Node("permute", [before.inputs[0]], after.outputs, args)
+        replacements.append((fused, [before, node, after]))
+    if replacements:
+        _splice(graph, replacements)
+
+
 def optimize(graph: Graph, *, fuse: bool = True) -> None:
     """Runs the passes in order, in place.
 
     With `fuse=False` constants are folded, convolutions/matmuls with constant weights become
     `conv`/`linear` nodes, and only the rewrites that Core ML's rank-5 limit requires are made
-    (windowed pooling, multi-axis gathers): otherwise one MIL op per MLX primitive, the
-    baseline the export benchmark measures the fusions against.
+    (windowed pooling, multi-axis gathers, high-rank permutes): otherwise one MIL op per MLX
+    primitive, the baseline the export benchmark measures the fusions against.
     """
     drop_empty_tensors(graph)
     fold_constants(graph)
     eliminate_dead_code(graph)
+    fuse_high_rank_permutes(graph)
     if not fuse:
         fuse_pooling(graph)
         fuse_gather_squeeze(graph)

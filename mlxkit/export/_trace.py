@@ -201,5 +201,11 @@ def trace(fn: Callable[..., Any], inputs: Sequence[mx.array]) -> Graph:
                 )
             )
 
-    mx.export_function(record, _tuple_outputs(fn), *inputs)
+    # Functions compiled with mx.compile (MLX's cubic upsampling uses some) become one opaque
+    # primitive that cannot be exported; run uncompiled, they trace to ordinary primitives.
+    mx.disable_compile()
+    try:
+        mx.export_function(record, _tuple_outputs(fn), *inputs)
+    finally:
+        mx.enable_compile()
     return graph

@@ -71,7 +71,7 @@ def test_cli_exports_with_weights(tmp_path: Any, capsys: pytest.CaptureFixture[s
         [
             "export",
             "--model",
-            "tests.test_export:tiny_factory",
+            "tests.export.test_mlxfn_and_cli:tiny_factory",
             "--kwargs",
             '{"width": 5}',
             "--weights",
@@ -97,7 +97,7 @@ def test_cli_exports_with_weights(tmp_path: Any, capsys: pytest.CaptureFixture[s
             "--format",
             "mlxfn",
             "--model",
-            "tests.test_export:tiny_factory",
+            "tests.export.test_mlxfn_and_cli:tiny_factory",
             "--kwargs",
             '{"width": 5}',
             "--weights",

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from types import ModuleType
 from typing import Any
 
 from mlxkit.export._trace import trace
@@ -35,9 +36,10 @@ _CREATORS: dict[str, tuple[str, ...]] = {
     "QuantizedMatmul": ("quantized_matmul",),
     "ArcSin": ("arcsin",),
     "ArcCos": ("arccos",),
+    "FFT": ("fft", "ifft", "rfft", "irfft", "fft2", "ifft2", "rfft2", "fftn", "ifftn", "rfftn"),
 }
 _RANDOM = ("RandomBits", "ErfInv")
-_MLX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(mx.__file__)))
+_MLX_DIR = os.path.dirname(os.path.abspath(mx.__file__)) + os.sep
 
 
 @dataclass
@@ -105,10 +107,10 @@ def _record_calls(
     seen: dict[str, str] = {}
     patched: list[tuple[Any, str, Any]] = []
     # nanobind functions raise no profiler events, so the creators are wrapped for this run.
-    for namespace in (mx, mx.random):
+    for namespace in (mx, mx.random, mx.fft, mx.linalg):
         for name in wanted | set(_CREATORS["RandomBits"]):
             original_fn = getattr(namespace, name, None)
-            if original_fn is not None:
+            if callable(original_fn) and not isinstance(original_fn, ModuleType):
                 patched.append((namespace, name, original_fn))
                 setattr(namespace, name, _watch(original_fn, namespace is mx.random, seen, found))
     try:

@@ -477,6 +477,9 @@ def convert_and_save(
         # coremltools leaves its temporary weights directory to the garbage collector, which
         # warns; the directory is removed either way.
         warnings.filterwarnings("ignore", "Implicitly cleaning up", ResourceWarning)
+        # Its cast-merging pass tracks each dtype's value range and overflows doing so for
+        # int32 -> float16 casts; the ops it writes are unaffected.
+        warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning)
         mlmodel = ct.convert(
             built.program, convert_to="mlprogram", compute_precision=precision, **convert_options
         )

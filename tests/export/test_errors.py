@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -35,19 +36,88 @@ def test_unsupported_primitives_are_listed_together(tmp_path: Any) -> None:
 
     def fn(x: mx.array) -> mx.array:
         # Supported ops around the unsupported ones must not hide them.
-        return mx.sort(x) * 2 + mx.cumsum(nn.relu(x))
+        spectrum = mx.abs(mx.fft.rfft(nn.relu(x)))[:2]
+        return spectrum * 2 + x.at[mx.array([0, 1])].add(1.0)[:2]
 
     with pytest.raises(UnsupportedOperationError) as info:
         to_coreml(fn, mx.zeros((4,)), str(target))
-    assert set(info.value.operations) == {"Sort", "Scan"}
-    assert "Sort" in str(info.value) and "Scan" in str(info.value)
+    assert {"FFT", "Scatter"} <= set(info.value.operations)
+    assert "FFT" in str(info.value) and "Scatter" in str(info.value)
     assert leftovers(tmp_path) == []
+
+
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.query = nn.Linear(4, 4)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return mx.fft.rfft(self.query(x)).real  # line named in the error
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = _Attention()
+        self.mlp = nn.Linear(3, 4)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.mlp(self.attn(x))
+
+
+class _Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = [_Block(), _Block()]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_unsupported_error_names_module_path_and_line(tmp_path: Any) -> None:
+    with pytest.raises(UnsupportedOperationError) as info:
+        to_coreml(_Encoder(), mx.zeros((1, 4)), str(tmp_path / "enc.mlpackage"))
+    message = str(info.value)
+    source = inspect.getsource(_Attention.__call__).splitlines()
+    first = _Attention.__call__.__code__.co_firstlineno
+    line = first + next(i for i, text in enumerate(source) if "rfft" in text)
+    assert "FFT x2, in `layers.0.attn`" in message
+    assert f"test_errors.py:{line}" in message
+    assert "Rewrite that part" in message
+    assert "captured" not in message and "mx.eval" not in message
+
+
+def test_plain_function_errors_name_the_line(tmp_path: Any) -> None:
+    def fn(x: mx.array) -> mx.array:
+        return mx.fft.rfft(x).real
+
+    with pytest.raises(UnsupportedOperationError, match=r"at test_errors\.py:\d+"):
+        to_coreml(fn, mx.zeros((4,)), str(tmp_path / "fft.mlpackage"))
 
 
 def test_unevaluated_closure_arrays_explain_the_fix(tmp_path: Any) -> None:
     weight = mx.random.normal((4, 4))  # deliberately left unevaluated
-    with pytest.raises(UnsupportedOperationError, match=r"mx\.eval"):
+    with pytest.raises(UnsupportedOperationError, match=r"mx\.eval") as info:
         to_coreml(lambda x: x @ weight, mx.zeros((1, 4)), str(tmp_path / "lazy.mlpackage"))
+    assert "inside the model" not in str(info.value)
+    assert leftovers(tmp_path) == []
+
+
+def test_sampling_inside_the_model_says_move_it_out(tmp_path: Any) -> None:
+    class Noisy(nn.Module):
+        def __call__(self, x: mx.array) -> mx.array:
+            return x + mx.random.normal(x.shape)
+
+    with pytest.raises(UnsupportedOperationError, match="sample outside the model") as info:
+        to_coreml(Noisy(), mx.zeros((1, 4)), str(tmp_path / "noisy.mlpackage"))
+    assert "mx.eval" not in str(info.value)
+
+
+def test_reading_values_inside_the_model_is_explained(tmp_path: Any) -> None:
+    with pytest.raises(TypeError, match=r"\.item\(\)"):
+        to_coreml(lambda x: x * x.sum().item(), mx.zeros((1, 4)), str(tmp_path / "i.mlpackage"))
     assert leftovers(tmp_path) == []
 
 

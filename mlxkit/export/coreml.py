@@ -54,16 +54,22 @@ _INSTALL_HINT = "Core ML export needs coremltools: `pip install coremltools`."
 
 
 class UnsupportedOperationError(NotImplementedError):
-    """Raised when a traced graph holds primitives with no Core ML lowering; lists all of them.
+    """Raised when a traced graph holds primitives with no Core ML lowering; lists all of them,
+    each with the submodule path and source line it came from and what to do.
+
+    Attributes:
+        operations: The MLX primitives that cannot be lowered.
 
     Example:
         >>> import mlx.core as mx
         >>> from mlxkit.export import to_coreml, UnsupportedOperationError
+        >>> def spectrum(x):
+        ...     return mx.abs(mx.fft.rfft(x)).astype(mx.float32)
         >>> try:
-        ...     to_coreml(lambda x: mx.sort(x) + mx.cumsum(x), mx.zeros((4,)), "s.mlpackage")
+        ...     to_coreml(spectrum, mx.zeros((4,)), "s.mlpackage")
         ... except UnsupportedOperationError as error:
-        ...     print(error.operations)
-        ['Sort', 'Scan']
+        ...     print(error.operations[0])
+        FFT
     """
 
     def __init__(self, operations: Sequence[str], message: str):
@@ -556,10 +562,16 @@ def to_coreml(
     The model is traced on `example_inputs`, so any `__call__` code (skip connections, concat,
     slicing) is captured; shapes are fixed to the examples'. A Module is put in eval mode and its
     parameters evaluated first. Supported: convolutions (strided, padded, dilated, grouped,
-    transposed), linear layers, BatchNorm/LayerNorm/GroupNorm arithmetic, common activations,
-    pooling, nearest/bilinear upsampling, concatenation, reshapes, transposes, slicing, padding,
-    reductions, argmax, softmax and elementwise math. Anything else raises one
-    `UnsupportedOperationError` listing every offending primitive, before anything is written.
+    transposed), linear layers, BatchNorm/LayerNorm/GroupNorm/RMSNorm, common activations,
+    pooling, nearest/bilinear/cubic upsampling, attention with masks, concatenation, reshapes,
+    transposes, slicing, padding, gathers (also by computed index), cumulative sums and
+    products, sorting and top-k, reductions, softmax and elementwise math; the Core ML guide
+    lists every primitive. Anything else raises one `UnsupportedOperationError` listing every
+    offending primitive and where it came from, before anything is written.
+
+    The stages, in order: `trace_model`, `optimize_graph`, `build_program`,
+    `convert_and_save`, `report_for`. In float16, the sums of squares on their way to a square
+    root (RMSNorm, `x / norm(x)`) stay in float32, and the report lists those ops.
 
     Args:
         model: An `mlx.nn.Module` or a function of `mx.array`s returning an array or a tuple.

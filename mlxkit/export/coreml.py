@@ -355,6 +355,12 @@ def trace_model(
     """Stage 1: traces `model(*inputs)` into a `Graph` (a Module in eval mode, then restored).
 
     With `class_mask`, the first output is replaced by its argmax over the last axis.
+
+    Example:
+        >>> import mlx.core as mx, mlx.nn as nn
+        >>> graph = trace_model(nn.Linear(4, 2), [mx.zeros((1, 4))])
+        >>> [node.op for node in graph.nodes]
+        ['Transpose', 'Broadcast', 'AddMM']
     """
     was_training = getattr(model, "training", None)
     fn = as_function(model)
@@ -400,6 +406,13 @@ def optimize_graph(
 
     With `model` and `inputs`, the error says where in the model each primitive came from.
     `fuse=False` keeps one MIL op per primitive (the benchmark's baseline).
+
+    Example:
+        >>> import mlx.core as mx, mlx.nn as nn
+        >>> graph = trace_model(nn.Linear(4, 2), [mx.zeros((1, 4))])
+        >>> optimize_graph(graph)
+        >>> [node.op for node in graph.nodes]
+        ['linear']
     """
     optimize(graph, fuse=fuse)
     problems = unsupported(graph)
@@ -429,6 +442,14 @@ def build_program(
 
     The MIL ops lowered from range-sensitive nodes (sums of squares on their way to a square
     root: RMSNorm, `x / norm(x)`) are listed so that a float16 export keeps them in float32.
+
+    Example:
+        >>> import coremltools as ct, mlx.core as mx, mlx.nn as nn
+        >>> graph = trace_model(nn.RMSNorm(4), [mx.ones((1, 4))])
+        >>> optimize_graph(graph)
+        >>> built = build_program(graph, ["x"], ["y"], [(0, 1)], [(0, 1)], ct.target.iOS15)
+        >>> len(built.float32_ops)  # square, reduce_mean, add, rsqrt
+        4
     """
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import Function, Program, types
@@ -448,7 +469,8 @@ def build_program(
             before = len(function.operations)
             lowerer.lower(node)
             if id(node) in sensitive:
-                float32_ops += [op.name for op in list(function.operations)[before:]]
+                new_ops = list(function.operations)[before:]
+                float32_ops += [op.name for op in new_ops if op.op_type != "const"]
         taken: set[int] = set()
         outputs = [
             output_var(lowerer, tensor, layout, name, taken)
@@ -473,6 +495,16 @@ def convert_and_save(
 
     In float16, the ops in `built.float32_ops` stay in float32 (Core ML casts around them).
     `convert_options` go to `coremltools.convert` (inputs, classifier_config, compute_units...).
+
+    Example:
+        >>> import coremltools as ct, mlx.core as mx, mlx.nn as nn
+        >>> graph = trace_model(nn.Linear(4, 2), [mx.zeros((1, 4))])
+        >>> optimize_graph(graph)
+        >>> built = build_program(graph, ["x"], ["y"], [(0, 1)], [(0, 1)], ct.target.iOS15)
+        >>> convert_and_save(built, "linear.mlpackage", compute_precision="float32")
+        >>> report_for("linear.mlpackage", graph, {}, compute_precision="float32",
+        ...            parameter_count=10, minimum_deployment_target="iOS15").op_counts
+        {'linear': 1}
     """
     ct = require_coremltools()
     precision: Any = ct.precision.FLOAT32
@@ -503,7 +535,8 @@ def report_for(
     minimum_deployment_target: str,
     float32_ops: Sequence[str] = (),
 ) -> ConversionReport:
-    """Stage 5: the conversion report, read back from the saved package."""
+    """Stage 5: the conversion report, read back from the saved package (see the example of
+    `convert_and_save`)."""
     saved = load_mlpackage(path)
     # Read from the package itself: the range-safe ops that still produce float32 there.
     kept = set(float32_ops) if compute_precision == "float16" else set()

@@ -197,3 +197,13 @@ def test_export_replaces_an_existing_package(tmp_path: Any) -> None:
     got = run_mlpackage_numpy(target, np.ones(2, np.float32))["output"]
     np.testing.assert_array_equal(got, [3.0, 3.0])
     assert leftovers(tmp_path) == ["twice.mlpackage"]
+
+
+def test_quantized_layers_get_their_own_hint(tmp_path: Any) -> None:
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+    nn.quantize(model, group_size=64, bits=4)
+    with pytest.raises(UnsupportedOperationError, match="quantized layer") as info:
+        to_coreml(model, mx.zeros((1, 64)), str(tmp_path / "q.mlpackage"))
+    assert "in `layers.0`" in str(info.value)
+    # Only MLX's own layers are involved: no line of the exporter is passed off as the user's.
+    assert ".py:" not in str(info.value)

@@ -646,59 +646,12 @@ def to_coreml(
         {'cast': 2, 'linear': 2, 'relu': 1}
     """
     text_path = _check_path(path)
-    if compute_precision not in _PRECISIONS:
-        raise ValueError(
-            f"`compute_precision` must be one of {list(_PRECISIONS)}. "
-            f"Received: compute_precision={compute_precision!r}."
-        )
-    if compute_units not in _UNITS:
-        raise ValueError(
-            f"`compute_units` must be one of {list(_UNITS)}. "
-            f"Received: compute_units={compute_units!r}."
-        )
-    if layout not in _LAYOUTS:
-        raise ValueError(f"`layout` must be one of {list(_LAYOUTS)}. Received: layout={layout!r}.")
-    if image_input is not None and not isinstance(image_input, ImageInput):
-        raise TypeError(
-            "`image_input` must be an mlxkit.export.ImageInput or None. "
-            f"Received: image_input={image_input!r}."
-        )
-    if class_labels is not None and (isinstance(class_labels, str) or len(class_labels) == 0):
-        raise ValueError(
-            "`class_labels` must be a non-empty list of class names (or integer ids). "
-            f"Received: class_labels={class_labels!r}."
-        )
-    if class_labels is not None and class_mask:
-        raise ValueError(
-            "`class_labels` (a classifier) and `class_mask` (a segmentation mask) cannot be "
-            f"combined. Received: class_labels={class_labels!r}, class_mask={class_mask!r}."
-        )
+    _check_options(compute_precision, compute_units, layout, image_input, class_labels, class_mask)
     inputs = normalize_inputs(example_inputs)
+    _check_inputs(inputs, image_input)
     in_names = _check_names(input_names, len(inputs), "input_names")
     ct = require_coremltools()
-    target = None
-    if minimum_deployment_target is not None:
-        target = getattr(ct.target, str(minimum_deployment_target), None)
-        if target is None:
-            raise ValueError(
-                "`minimum_deployment_target` must be a coremltools.target name, one of "
-                f"{list(ct.target.__members__)}. "
-                f"Received: minimum_deployment_target={minimum_deployment_target!r}."
-            )
-    for index, array in enumerate(inputs):
-        if array.dtype not in (mx.float32, mx.float16, mx.bfloat16, mx.int32):
-            raise TypeError(
-                "Core ML inputs must be float32, float16 or int32 arrays. "
-                f"Received: example_inputs[{index}].dtype={array.dtype}."
-            )
-    if image_input is not None:
-        shape = inputs[0].shape
-        channels = 1 if image_input.color_layout == "GRAYSCALE" else 3
-        if len(shape) != 4 or shape[0] != 1 or shape[3] != channels:
-            raise ValueError(
-                f"An image input ({image_input.color_layout}) needs an example of shape "
-                f"(1, height, width, {channels}). Received: example_inputs[0].shape={shape}."
-            )
+    target = _deployment_target(ct, minimum_deployment_target)
 
     graph = trace_model(model, inputs, class_mask=class_mask)
     traced_counts = dict(Counter(node.op for node in graph.nodes))
@@ -752,6 +705,72 @@ def to_coreml(
         float32_ops=built.float32_ops,
     )
     return CoreMLExport(text_path, report)
+
+
+def _check_options(
+    compute_precision: str,
+    compute_units: str,
+    layout: str,
+    image_input: ImageInput | None,
+    class_labels: Sequence[str] | Sequence[int] | None,
+    class_mask: bool,
+) -> None:
+    if compute_precision not in _PRECISIONS:
+        raise ValueError(
+            f"`compute_precision` must be one of {list(_PRECISIONS)}. "
+            f"Received: compute_precision={compute_precision!r}."
+        )
+    if compute_units not in _UNITS:
+        raise ValueError(
+            f"`compute_units` must be one of {list(_UNITS)}. "
+            f"Received: compute_units={compute_units!r}."
+        )
+    if layout not in _LAYOUTS:
+        raise ValueError(f"`layout` must be one of {list(_LAYOUTS)}. Received: layout={layout!r}.")
+    if image_input is not None and not isinstance(image_input, ImageInput):
+        raise TypeError(
+            "`image_input` must be an mlxkit.export.ImageInput or None. "
+            f"Received: image_input={image_input!r}."
+        )
+    if class_labels is not None and (isinstance(class_labels, str) or len(class_labels) == 0):
+        raise ValueError(
+            "`class_labels` must be a non-empty list of class names (or integer ids). "
+            f"Received: class_labels={class_labels!r}."
+        )
+    if class_labels is not None and class_mask:
+        raise ValueError(
+            "`class_labels` (a classifier) and `class_mask` (a segmentation mask) cannot be "
+            f"combined. Received: class_labels={class_labels!r}, class_mask={class_mask!r}."
+        )
+
+
+def _check_inputs(inputs: Sequence[mx.array], image_input: ImageInput | None) -> None:
+    for index, array in enumerate(inputs):
+        if array.dtype not in (mx.float32, mx.float16, mx.bfloat16, mx.int32):
+            raise TypeError(
+                "Core ML inputs must be float32, float16 or int32 arrays. "
+                f"Received: example_inputs[{index}].dtype={array.dtype}."
+            )
+    if image_input is not None:
+        shape = inputs[0].shape
+        channels = 1 if image_input.color_layout == "GRAYSCALE" else 3
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != channels:
+            raise ValueError(
+                f"An image input ({image_input.color_layout}) needs an example of shape "
+                f"(1, height, width, {channels}). Received: example_inputs[0].shape={shape}."
+            )
+
+
+def _deployment_target(ct: Any, name: str | None) -> Any:
+    if name is None:
+        return None
+    target = getattr(ct.target, str(name), None)
+    if target is None:
+        raise ValueError(
+            "`minimum_deployment_target` must be a coremltools.target name, one of "
+            f"{list(ct.target.__members__)}. Received: minimum_deployment_target={name!r}."
+        )
+    return target
 
 
 def _input_types(

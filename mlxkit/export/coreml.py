@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mlxkit._io import atomic_write_folder
-from mlxkit.export._lower import Lowerer, channels_first, output_var, unsupported
+from mlxkit.export._locate import Locations, locate
+from mlxkit.export._lower import HINTS, Lowerer, channels_first, output_var, unsupported
 from mlxkit.export._mil_numpy import load_mlpackage
-from mlxkit.export._optimize import optimize
-from mlxkit.export._trace import Graph, as_function, normalize_inputs, trace
+from mlxkit.export._optimize import optimize, range_sensitive_nodes
+from mlxkit.export._trace import Graph, Node, as_function, normalize_inputs, trace
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -52,16 +53,22 @@ _INSTALL_HINT = "Core ML export needs coremltools: `pip install coremltools`."
 
 
 class UnsupportedOperationError(NotImplementedError):
-    """Raised when a traced graph holds primitives with no Core ML lowering; lists all of them.
+    """Raised when a traced graph holds primitives with no Core ML lowering; lists all of them,
+    each with the submodule path and source line it came from and what to do.
+
+    Attributes:
+        operations: The MLX primitives that cannot be lowered.
 
     Example:
         >>> import mlx.core as mx
         >>> from mlxkit.export import to_coreml, UnsupportedOperationError
+        >>> def spectrum(x):
+        ...     return mx.abs(mx.fft.rfft(x)).astype(mx.float32)
         >>> try:
-        ...     to_coreml(lambda x: mx.sort(x) + mx.cumsum(x), mx.zeros((4,)), "s.mlpackage")
+        ...     to_coreml(spectrum, mx.zeros((4,)), "s.mlpackage")
         ... except UnsupportedOperationError as error:
-        ...     print(error.operations)
-        ['Sort', 'Scan']
+        ...     print(error.operations[0])
+        FFT
     """
 
     def __init__(self, operations: Sequence[str], message: str):
@@ -114,6 +121,9 @@ class ConversionReport:
         outputs: `(name, shape)` per output (shape `()` for classifier label outputs).
         minimum_deployment_target: The Core ML target the program was built for.
         fusions: How many subgraphs became one fused op, by kind (e.g. `{"conv": 20}`).
+        float32_ops: In a float16 export, the Core ML ops kept in float32 for range safety
+            (sums of squares inside RMSNorm and `x / norm(x)`, which overflow float16 once an
+            element passes ~256), by type.
 
     Example:
         >>> from mlxkit.export import ConversionReport
@@ -131,6 +141,7 @@ class ConversionReport:
     outputs: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
     minimum_deployment_target: str = "iOS15"
     fusions: dict[str, int] = field(default_factory=dict)
+    float32_ops: dict[str, int] = field(default_factory=dict)
 
     def __str__(self) -> str:
         total = sum(self.op_counts.values())
@@ -149,6 +160,9 @@ class ConversionReport:
         if self.fusions:
             fused = ", ".join(f"{k} x{v}" for k, v in sorted(self.fusions.items()))
             lines.append(f"  fused from MLX primitives: {fused}")
+        if self.float32_ops:
+            kept = ", ".join(f"{k} x{v}" for k, v in sorted(self.float32_ops.items()))
+            lines.append(f"  run in float32 for range safety: {kept}")
         traced = sum(self.traced_primitives.values())
         lines.append(f"  traced MLX primitives: {traced}")
         return "\n".join(lines)
@@ -258,32 +272,160 @@ def _fusion_counts(graph: Graph) -> dict[str, int]:
     return dict(counts)
 
 
-def _unsupported_error(problems: list[str]) -> UnsupportedOperationError:
-    counts = Counter(problems)
-    listing = ", ".join(f"{op} (x{n})" if n > 1 else op for op, n in counts.items())
+def _unsupported_error(
+    problems: list[tuple[Node, str]],
+    model: nn.Module | Callable[..., Any] | None,
+    inputs: Sequence[mx.array],
+) -> UnsupportedOperationError:
+    """One error for every node with no lowering: what, where it came from, and what to do."""
+    reasons: dict[str, Counter[str]] = {}
+    for node, reason in problems:
+        reasons.setdefault(node.op, Counter())[reason] += 1
+    places = Locations()
+    if model is not None and inputs:
+        was_training = getattr(model, "training", None)
+        try:
+            places = locate(as_function(model), inputs, set(reasons))
+        finally:
+            if isinstance(model, nn.Module) and was_training:
+                model.train()
+    lines = []
+    for op, counts in reasons.items():
+        for reason, count in counts.items():
+            text = f"  - {op}" + (f" ({reason})" if reason else "")
+            text += f" x{count}" if count > 1 else ""
+            where = places.describe(op)
+            lines.append(text + (f", {where}" if where else ""))
     message = (
-        f"Cannot export to Core ML: the traced graph uses {len(counts)} MLX primitive(s) with no "
-        f"Core ML lowering: {listing}. Nothing was written."
+        f"Cannot export to Core ML: the traced graph uses {len(reasons)} MLX primitive(s) with "
+        "no Core ML lowering. Nothing was written.\n" + "\n".join(lines)
     )
-    if any(op.startswith(("RandomBits", "ErfInv")) for op in counts):
+    if any(op in ("RandomBits", "ErfInv") for op in reasons):
+        if places.sampled_randomly:
+            message += (
+                "\nThe model samples random numbers in `__call__`: sample outside the model and "
+                "pass the noise in as an input."
+            )
+        else:
+            message += (
+                "\nRandom-number primitives without sampling in `__call__` mean an array the "
+                "model captures was never evaluated; call mx.eval on it (or on "
+                "model.parameters()) before exporting."
+            )
+    elif any(not HINTS.get(op) for op in reasons):
         message += (
-            " Random-number primitives usually mean an array the model captures was never "
-            "evaluated; call mx.eval on it (or on model.parameters()) before exporting."
+            "\nRewrite that part with supported operations (see the table in the Core ML guide), "
+            "or compute it outside the model and pass the result in as an input."
         )
-    return UnsupportedOperationError(list(counts), message)
+    return UnsupportedOperationError(list(reasons), message)
 
 
-def _build_program(
-    ct: Any,
+# --------------------------------------------------------------------------------------------
+# The stages of `to_coreml`, in order. The export benchmark calls them one by one.
+
+
+def trace_model(
+    model: nn.Module | Callable[..., Any], inputs: Sequence[mx.array], *, class_mask: bool = False
+) -> Graph:
+    """Stage 1: traces `model(*inputs)` into a `Graph` (a Module in eval mode, then restored).
+
+    With `class_mask`, the first output is replaced by its argmax over the last axis.
+
+    Example:
+        >>> import mlx.core as mx, mlx.nn as nn
+        >>> graph = trace_model(nn.Linear(4, 2), [mx.zeros((1, 4))])
+        >>> [node.op for node in graph.nodes]
+        ['Transpose', 'Broadcast', 'AddMM']
+    """
+    was_training = getattr(model, "training", None)
+    fn = as_function(model)
+    traced_fn = fn
+    if class_mask:
+
+        def traced_fn(*args: mx.array) -> Any:
+            result = fn(*args)
+            items = list(result) if isinstance(result, (list, tuple)) else [result]
+            items[0] = mx.argmax(items[0], axis=-1)
+            return tuple(items) if len(items) > 1 else items[0]
+
+    try:
+        return trace(traced_fn, inputs)
+    except ValueError as error:
+        if "Attempting to eval" in str(error):
+            raise TypeError(
+                "The model reads an array's value while it is traced (`.item()`, `.tolist()`, "
+                "`np.array(x)`, or Python control flow on an array), which a fixed Core ML "
+                "program cannot express. Compute that value outside the model, or replace the "
+                f"branch with `mx.where`. MLX said: {error}"
+            ) from error
+        if "export_function" not in str(error):
+            raise
+        raise TypeError(
+            "The model must return an mx.array or a tuple/list of mx.array when called with "
+            f"the example inputs. MLX said: {error}"
+        ) from error
+    finally:
+        if isinstance(model, nn.Module) and was_training:
+            model.train()
+
+
+def optimize_graph(
     graph: Graph,
-    input_names: list[str],
-    output_names: list[str],
-    input_layouts: list[tuple[int, ...]],
-    output_layouts: list[tuple[int, ...]],
+    *,
+    fuse: bool = True,
+    model: nn.Module | Callable[..., Any] | None = None,
+    inputs: Sequence[mx.array] = (),
+) -> None:
+    """Stage 2: folds constants and fuses patterns in place, then checks that every node has a
+    lowering; raises `UnsupportedOperationError` listing all that do not.
+
+    With `model` and `inputs`, the error says where in the model each primitive came from.
+    `fuse=False` keeps one MIL op per primitive (the benchmark's baseline).
+
+    Example:
+        >>> import mlx.core as mx, mlx.nn as nn
+        >>> graph = trace_model(nn.Linear(4, 2), [mx.zeros((1, 4))])
+        >>> optimize_graph(graph)
+        >>> [node.op for node in graph.nodes]
+        ['linear']
+    """
+    optimize(graph, fuse=fuse)
+    problems = unsupported(graph)
+    if problems:
+        raise _unsupported_error(problems, model, inputs)
+
+
+@dataclass
+class BuiltProgram:
+    """Stage 3's result: the MIL program and the names of the ops kept in float32."""
+
+    program: Any
+    float32_ops: list[str]
+
+
+def build_program(
+    graph: Graph,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    input_layouts: Sequence[tuple[int, ...]],
+    output_layouts: Sequence[tuple[int, ...]],
     opset: Any,
     *,
     track_layout: bool = True,
-) -> Any:
+) -> BuiltProgram:
+    """Stage 3: lowers every node with the op table into a MIL program.
+
+    The MIL ops lowered from range-sensitive nodes (sums of squares on their way to a square
+    root: RMSNorm, `x / norm(x)`) are listed so that a float16 export keeps them in float32.
+
+    Example:
+        >>> import coremltools as ct, mlx.core as mx, mlx.nn as nn
+        >>> graph = trace_model(nn.RMSNorm(4), [mx.ones((1, 4))])
+        >>> optimize_graph(graph)
+        >>> built = build_program(graph, ["x"], ["y"], [(0, 1)], [(0, 1)], ct.target.iOS15)
+        >>> len(built.float32_ops)  # square, reduce_mean, add, rsqrt
+        4
+    """
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import Function, Program, types
 
@@ -293,11 +435,17 @@ def _build_program(
         dtype = types.int32 if graph.dtypes[tensor].startswith(("int", "uint")) else types.fp32
         placeholders[name] = mb.placeholder(shape=[shape[p] for p in layout], dtype=dtype)
     lowerer = Lowerer(graph, mb, track_layout=track_layout)
+    sensitive = {id(node) for node in range_sensitive_nodes(graph)}
+    float32_ops: list[str] = []
     with Function(placeholders, opset_version=opset) as function:
         for name, tensor, layout in zip(input_names, graph.inputs, input_layouts, strict=True):
             lowerer.set(tensor, function.inputs[name], layout)
         for node in graph.nodes:
+            before = len(function.operations)
             lowerer.lower(node)
+            if id(node) in sensitive:
+                new_ops = list(function.operations)[before:]
+                float32_ops += [op.name for op in new_ops if op.op_type != "const"]
         taken: set[int] = set()
         outputs = [
             output_var(lowerer, tensor, layout, name, taken)
@@ -308,7 +456,85 @@ def _build_program(
         function.set_outputs(outputs)
     program = Program()
     program.add_function("main", function)
-    return program
+    return BuiltProgram(program, float32_ops)
+
+
+def convert_and_save(
+    built: BuiltProgram,
+    path: str,
+    *,
+    compute_precision: ComputePrecision = "float16",
+    **convert_options: Any,
+) -> None:
+    """Stage 4: runs coremltools' conversion passes and saves the package atomically.
+
+    In float16, the ops in `built.float32_ops` stay in float32 (Core ML casts around them).
+    `convert_options` go to `coremltools.convert` (inputs, classifier_config, compute_units...).
+
+    Example:
+        >>> import coremltools as ct, mlx.core as mx, mlx.nn as nn
+        >>> graph = trace_model(nn.Linear(4, 2), [mx.zeros((1, 4))])
+        >>> optimize_graph(graph)
+        >>> built = build_program(graph, ["x"], ["y"], [(0, 1)], [(0, 1)], ct.target.iOS15)
+        >>> convert_and_save(built, "linear.mlpackage", compute_precision="float32")
+        >>> report_for("linear.mlpackage", graph, {}, compute_precision="float32",
+        ...            parameter_count=10, minimum_deployment_target="iOS15").op_counts
+        {'linear': 1}
+    """
+    ct = require_coremltools()
+    precision: Any = ct.precision.FLOAT32
+    if compute_precision == "float16":
+        keep = frozenset(built.float32_ops)
+        precision = ct.transform.FP16ComputePrecision(op_selector=lambda op: op.name not in keep)
+    with warnings.catch_warnings(), _quiet_pass_pipelines():
+        # coremltools leaves its temporary weights directory to the garbage collector, which
+        # warns; the directory is removed either way.
+        warnings.filterwarnings("ignore", "Implicitly cleaning up", ResourceWarning)
+        # Its cast-merging pass tracks each dtype's value range and overflows doing so for
+        # int32 -> float16 casts; the ops it writes are unaffected.
+        warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning)
+        mlmodel = ct.convert(
+            built.program, convert_to="mlprogram", compute_precision=precision, **convert_options
+        )
+        atomic_write_folder(path, mlmodel.save, argument="path", suffix=".mlpackage")
+        del mlmodel
+
+
+def report_for(
+    path: str,
+    graph: Graph,
+    traced_counts: dict[str, int],
+    *,
+    compute_precision: str,
+    parameter_count: int,
+    minimum_deployment_target: str,
+    float32_ops: Sequence[str] = (),
+) -> ConversionReport:
+    """Stage 5: the conversion report, read back from the saved package (see the example of
+    `convert_and_save`)."""
+    saved = load_mlpackage(path)
+    # Read from the package itself: the range-safe ops that still produce float32 there.
+    kept = set(float32_ops) if compute_precision == "float16" else set()
+    float32_counts = Counter(
+        op.type
+        for op in saved.operations
+        if op.type != "const"
+        and op.outputs
+        and op.outputs[0][0] in kept
+        and op.outputs[0][1].dtype == np.float32
+    )
+    return ConversionReport(
+        op_counts=saved.op_counts(),
+        traced_primitives=traced_counts,
+        compute_precision=compute_precision,
+        parameter_count=parameter_count,
+        file_size_bytes=_package_size(path),
+        inputs=[(f.name, tuple(f.shape), f.kind) for f in saved.inputs],
+        outputs=[(f.name, tuple(f.shape)) for f in saved.outputs],
+        minimum_deployment_target=minimum_deployment_target,
+        fusions=_fusion_counts(graph),
+        float32_ops=dict(float32_counts),
+    )
 
 
 @contextlib.contextmanager
@@ -344,10 +570,16 @@ def to_coreml(
     The model is traced on `example_inputs`, so any `__call__` code (skip connections, concat,
     slicing) is captured; shapes are fixed to the examples'. A Module is put in eval mode and its
     parameters evaluated first. Supported: convolutions (strided, padded, dilated, grouped,
-    transposed), linear layers, BatchNorm/LayerNorm/GroupNorm arithmetic, common activations,
-    pooling, nearest/bilinear upsampling, concatenation, reshapes, transposes, slicing, padding,
-    reductions, argmax, softmax and elementwise math. Anything else raises one
-    `UnsupportedOperationError` listing every offending primitive, before anything is written.
+    transposed), linear layers, BatchNorm/LayerNorm/GroupNorm/RMSNorm, common activations,
+    pooling, nearest/bilinear/cubic upsampling, attention with masks, concatenation, reshapes,
+    transposes, slicing, padding, gathers (also by computed index), cumulative sums and
+    products, sorting and top-k, reductions, softmax and elementwise math; the Core ML guide
+    lists every primitive. Anything else raises one `UnsupportedOperationError` listing every
+    offending primitive and where it came from, before anything is written.
+
+    The stages, in order: `trace_model`, `optimize_graph`, `build_program`,
+    `convert_and_save`, `report_for`. In float16, the sums of squares on their way to a square
+    root (RMSNorm, `x / norm(x)`) stay in float32, and the report lists those ops.
 
     Args:
         model: An `mlx.nn.Module` or a function of `mx.array`s returning an array or a tuple.
@@ -389,6 +621,75 @@ def to_coreml(
         {'cast': 2, 'linear': 2, 'relu': 1}
     """
     text_path = _check_path(path)
+    _check_options(compute_precision, compute_units, layout, image_input, class_labels, class_mask)
+    inputs = normalize_inputs(example_inputs)
+    _check_inputs(inputs, image_input)
+    in_names = _check_names(input_names, len(inputs), "input_names")
+    ct = require_coremltools()
+    target = _deployment_target(ct, minimum_deployment_target)
+
+    graph = trace_model(model, inputs, class_mask=class_mask)
+    traced_counts = dict(Counter(node.op for node in graph.nodes))
+    out_names = _check_names(output_names, len(graph.outputs), "output_names")
+    in_names = in_names or [f"input_{i}" if i else "input" for i in range(len(graph.inputs))]
+    out_names = out_names or [f"output_{i}" if i else "output" for i in range(len(graph.outputs))]
+    if set(in_names) & set(out_names):
+        raise ValueError(
+            "Input and output names must differ. "
+            f"Received: input_names={in_names!r}, output_names={out_names!r}."
+        )
+    if class_mask and len(graph.shapes[graph.outputs[0]]) < 2:
+        raise ValueError(
+            "`class_mask=True` needs a first output with a class axis last, e.g. "
+            f"(N, H, W, classes). Received an output of shape {graph.shapes[graph.outputs[0]]}."
+        )
+    parameter_count = _count_parameters(model, graph)
+
+    optimize_graph(graph, model=model, inputs=inputs)
+
+    def layout_for(tensor: str, image: bool) -> tuple[int, ...]:
+        rank = len(graph.shapes[tensor])
+        if image or (layout == "channels_first" and rank >= 3):
+            return channels_first(rank)
+        return tuple(range(rank))
+
+    input_layouts = [
+        layout_for(t, image_input is not None and i == 0) for i, t in enumerate(graph.inputs)
+    ]
+    output_layouts = [layout_for(t, False) for t in graph.outputs]
+    opset = target if target is not None else ct.target.iOS15
+    built = build_program(graph, in_names, out_names, input_layouts, output_layouts, opset)
+
+    convert_options: dict[str, Any] = {
+        "compute_units": getattr(ct.ComputeUnit, _UNITS[compute_units]),
+        "minimum_deployment_target": target,
+    }
+    if image_input is not None:
+        convert_options["inputs"] = _input_types(ct, graph, image_input, in_names, input_layouts)
+    if class_labels is not None:
+        convert_options["classifier_config"] = ct.ClassifierConfig(list(class_labels))
+    convert_and_save(built, text_path, compute_precision=compute_precision, **convert_options)
+
+    report = report_for(
+        text_path,
+        graph,
+        traced_counts,
+        compute_precision=compute_precision,
+        parameter_count=parameter_count,
+        minimum_deployment_target=str(minimum_deployment_target or "iOS15"),
+        float32_ops=built.float32_ops,
+    )
+    return CoreMLExport(text_path, report)
+
+
+def _check_options(
+    compute_precision: str,
+    compute_units: str,
+    layout: str,
+    image_input: ImageInput | None,
+    class_labels: Sequence[str] | Sequence[int] | None,
+    class_mask: bool,
+) -> None:
     if compute_precision not in _PRECISIONS:
         raise ValueError(
             f"`compute_precision` must be one of {list(_PRECISIONS)}. "
@@ -416,18 +717,9 @@ def to_coreml(
             "`class_labels` (a classifier) and `class_mask` (a segmentation mask) cannot be "
             f"combined. Received: class_labels={class_labels!r}, class_mask={class_mask!r}."
         )
-    inputs = normalize_inputs(example_inputs)
-    in_names = _check_names(input_names, len(inputs), "input_names")
-    ct = require_coremltools()
-    target = None
-    if minimum_deployment_target is not None:
-        target = getattr(ct.target, str(minimum_deployment_target), None)
-        if target is None:
-            raise ValueError(
-                "`minimum_deployment_target` must be a coremltools.target name, one of "
-                f"{list(ct.target.__members__)}. "
-                f"Received: minimum_deployment_target={minimum_deployment_target!r}."
-            )
+
+
+def _check_inputs(inputs: Sequence[mx.array], image_input: ImageInput | None) -> None:
     for index, array in enumerate(inputs):
         if array.dtype not in (mx.float32, mx.float16, mx.bfloat16, mx.int32):
             raise TypeError(
@@ -443,113 +735,41 @@ def to_coreml(
                 f"(1, height, width, {channels}). Received: example_inputs[0].shape={shape}."
             )
 
-    was_training = getattr(model, "training", None)
-    fn = as_function(model)
-    try:
-        traced_fn = fn
-        if class_mask:
 
-            def traced_fn(*args: mx.array) -> Any:
-                result = fn(*args)
-                items = list(result) if isinstance(result, (list, tuple)) else [result]
-                items[0] = mx.argmax(items[0], axis=-1)
-                return tuple(items) if len(items) > 1 else items[0]
-
-        try:
-            graph = trace(traced_fn, inputs)
-        except ValueError as error:
-            if "export_function" not in str(error):
-                raise
-            raise TypeError(
-                "The model must return an mx.array or a tuple/list of mx.array when called with "
-                f"the example inputs. MLX said: {error}"
-            ) from error
-    finally:
-        if isinstance(model, nn.Module) and was_training:
-            model.train()
-    traced_counts = dict(Counter(node.op for node in graph.nodes))
-    parameter_count = _count_parameters(model, graph)
-    out_names = _check_names(output_names, len(graph.outputs), "output_names")
-    in_names = in_names or [f"input_{i}" if i else "input" for i in range(len(graph.inputs))]
-    out_names = out_names or [f"output_{i}" if i else "output" for i in range(len(graph.outputs))]
-    if set(in_names) & set(out_names):
+def _deployment_target(ct: Any, name: str | None) -> Any:
+    if name is None:
+        return None
+    target = getattr(ct.target, str(name), None)
+    if target is None:
         raise ValueError(
-            "Input and output names must differ. "
-            f"Received: input_names={in_names!r}, output_names={out_names!r}."
+            "`minimum_deployment_target` must be a coremltools.target name, one of "
+            f"{list(ct.target.__members__)}. Received: minimum_deployment_target={name!r}."
         )
-    if class_mask:
-        first = graph.shapes[graph.outputs[0]]
-        if len(first) < 2:
-            raise ValueError(
-                "`class_mask=True` needs a first output with a class axis last, e.g. "
-                f"(N, H, W, classes). Received an output of shape {first}."
-            )
+    return target
 
-    optimize(graph)
-    problems = unsupported(graph)
-    if problems:
-        raise _unsupported_error(problems)
 
-    def layout_for(tensor: str, image: bool) -> tuple[int, ...]:
-        rank = len(graph.shapes[tensor])
-        if image or (layout == "channels_first" and rank >= 3):
-            return channels_first(rank)
-        return tuple(range(rank))
-
-    input_layouts = [
-        layout_for(t, image_input is not None and i == 0) for i, t in enumerate(graph.inputs)
+def _input_types(
+    ct: Any,
+    graph: Graph,
+    image_input: ImageInput,
+    names: Sequence[str],
+    layouts: Sequence[tuple[int, ...]],
+) -> list[Any]:
+    """coremltools input types: an `ImageType` first, then plain tensors."""
+    shape = graph.shapes[graph.inputs[0]]
+    bias = image_input.bias
+    bias_list = [float(b) for b in bias] if isinstance(bias, (tuple, list)) else None
+    specs = [
+        ct.ImageType(
+            name=names[0],
+            shape=(1, shape[3], shape[1], shape[2]),
+            scale=float(image_input.scale),
+            bias=bias_list if bias_list is not None else float(bias),  # type: ignore[arg-type]
+            color_layout=getattr(ct.colorlayout, image_input.color_layout),
+            channel_first=True,
+        )
     ]
-    output_layouts = [layout_for(t, False) for t in graph.outputs]
-    opset = target if target is not None else ct.target.iOS15
-    program = _build_program(ct, graph, in_names, out_names, input_layouts, output_layouts, opset)
-
-    convert_kwargs: dict[str, Any] = {
-        "convert_to": "mlprogram",
-        "compute_precision": getattr(ct.precision, compute_precision.upper()),
-        "compute_units": getattr(ct.ComputeUnit, _UNITS[compute_units]),
-        "minimum_deployment_target": target,
-    }
-    if image_input is not None:
-        shape = graph.shapes[graph.inputs[0]]
-        bias = image_input.bias
-        bias_list = [float(b) for b in bias] if isinstance(bias, (tuple, list)) else None
-        color = getattr(ct.colorlayout, image_input.color_layout)
-        specs = [
-            ct.ImageType(
-                name=in_names[0],
-                shape=(1, shape[3], shape[1], shape[2]),
-                scale=float(image_input.scale),
-                bias=bias_list if bias_list is not None else float(bias),  # type: ignore[arg-type]
-                color_layout=color,
-                channel_first=True,
-            )
-        ]
-        for name, tensor, in_layout in zip(
-            in_names[1:], graph.inputs[1:], input_layouts[1:], strict=True
-        ):
-            tensor_shape = graph.shapes[tensor]
-            specs.append(ct.TensorType(name=name, shape=[tensor_shape[p] for p in in_layout]))
-        convert_kwargs["inputs"] = specs
-    if class_labels is not None:
-        convert_kwargs["classifier_config"] = ct.ClassifierConfig(list(class_labels))
-    with warnings.catch_warnings(), _quiet_pass_pipelines():
-        # coremltools leaves its temporary weights directory to the garbage collector, which
-        # warns; the directory is removed either way.
-        warnings.filterwarnings("ignore", "Implicitly cleaning up", ResourceWarning)
-        mlmodel = ct.convert(program, **convert_kwargs)
-        atomic_write_folder(text_path, mlmodel.save, argument="path", suffix=".mlpackage")
-        del mlmodel
-
-    saved = load_mlpackage(text_path)
-    report = ConversionReport(
-        op_counts=saved.op_counts(),
-        traced_primitives=traced_counts,
-        compute_precision=compute_precision,
-        parameter_count=parameter_count,
-        file_size_bytes=_package_size(text_path),
-        inputs=[(f.name, tuple(f.shape), f.kind) for f in saved.inputs],
-        outputs=[(f.name, tuple(f.shape)) for f in saved.outputs],
-        minimum_deployment_target=str(minimum_deployment_target or "iOS15"),
-        fusions=_fusion_counts(graph),
-    )
-    return CoreMLExport(text_path, report)
+    for name, tensor, layout in zip(names[1:], graph.inputs[1:], layouts[1:], strict=True):
+        tensor_shape = graph.shapes[tensor]
+        specs.append(ct.TensorType(name=name, shape=[tensor_shape[p] for p in layout]))
+    return specs

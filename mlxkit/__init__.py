@@ -13,6 +13,7 @@ _blas.load()
 from mlxkit import callbacks, data, datasets, images, losses, metrics, models  # noqa: E402
 from mlxkit.callbacks import History  # noqa: E402
 from mlxkit.checkpoint import CheckpointError, load_weights  # noqa: E402
+from mlxkit.seeding import set_seed  # noqa: E402
 from mlxkit.summary import summary  # noqa: E402
 from mlxkit.trainer import Trainer  # noqa: E402
 
@@ -29,5 +30,6 @@ __all__ = [
     "losses",
     "metrics",
     "models",
+    "set_seed",
     "summary",
 ]

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import mlxkit
 from mlxkit import _blas
 
 import numpy as np
@@ -16,6 +17,7 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Li
 
 PROBE = """
 import time, json
+import mlxkit
 import mlxkit
 from mlxkit import _blas
 import mlx.core as mx, numpy as np
@@ -109,3 +111,34 @@ def test_doctor_reports_versions_and_blas():
     assert result.returncode in (0, 1)  # 1: reference BLAS in use, with advice printed
     if result.returncode == 1:
         assert "advice" in result.stdout
+
+
+def test_version_flag_prints_the_version():
+    result = subprocess.run(
+        [sys.executable, "-m", "mlxkit.cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"mlxkit {mlxkit.__version__}\n"
+
+
+@linux_only
+def test_importing_mlx_first_is_named_as_the_cause_with_its_fix():
+    script = "import mlx.core\nimport mlxkit\nfrom mlxkit import _blas\n_blas.advise_once()\n"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "mlx was imported before mlxkit" in result.stderr
+    assert "Fix: import mlxkit before mlx" in result.stderr
+    assert "C compiler" not in result.stderr  # the compiler is not the problem here
+
+
+def test_advice_follows_the_cause(monkeypatch):
+    monkeypatch.setattr(_blas, "status", _blas.BlasStatus(attempts=["cmeel-openblas: not found"]))
+    assert "cmeel-openblas: not found" in _blas.advice() and "C compiler" not in _blas.advice()
+    no_compiler = "NumPy's OpenBLAS through a compiled cblas shim: no C compiler found (looked...)"
+    monkeypatch.setattr(_blas, "status", _blas.BlasStatus(attempts=[no_compiler]))
+    assert "install a C compiler" in _blas.advice()

@@ -28,9 +28,7 @@ def set_seed(seed: int) -> None:
         True
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise ValueError(
-            f"set_seed: `seed` must be an int in [0, 2**32). Received: seed={seed!r}"
-        )
+        raise ValueError(f"set_seed: `seed` must be an int in [0, 2**32). Received: seed={seed!r}")
     seed = int(seed)
     random.seed(seed)
     np.random.seed(seed)

@@ -22,6 +22,7 @@ from mlxkit import (  # noqa: E402
 )
 from mlxkit.callbacks import History  # noqa: E402
 from mlxkit.checkpoint import CheckpointError, load_weights  # noqa: E402
+from mlxkit.seeding import set_seed  # noqa: E402
 from mlxkit.summary import summary  # noqa: E402
 from mlxkit.trainer import Trainer  # noqa: E402
 
@@ -39,5 +40,6 @@ __all__ = [
     "metrics",
     "models",
     "optimizers",
+    "set_seed",
     "summary",
 ]

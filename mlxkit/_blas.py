@@ -65,9 +65,10 @@ _SYSTEM_OPENBLAS = (
     "/usr/lib/libopenblas.so.0",
 )
 
+_SLOW = "MLX is using its bundled reference BLAS, which makes matmuls 10-20x slower on Linux."
+_IMPORTED_TOO_LATE = "mlx.core was imported before mlxkit: too late to swap the BLAS"
 HINT = (
-    "MLX is using its bundled reference BLAS, which makes matmuls 10-20x slower on Linux. Fix: "
-    "install a C compiler (mlxkit then builds a shim over NumPy's OpenBLAS), or "
+    f"{_SLOW} Fix: install a C compiler (mlxkit then builds a shim over NumPy's OpenBLAS), or "
     "`apt install libopenblas0-pthread`, or set MLXKIT_BLAS=/path/to/libopenblas.so. "
     "Run `mlxkit doctor` to check."
 )
@@ -187,7 +188,7 @@ def load() -> BlasStatus:
         return status
     _share_cores_between_ranks()
     if "mlx.core" in sys.modules:
-        status.attempts.append("mlx.core was imported before mlxkit: too late to swap the BLAS")
+        status.attempts.append(_IMPORTED_TOO_LATE)
         return status
 
     choice = os.environ.get("MLXKIT_BLAS", "").strip()
@@ -229,4 +230,21 @@ def advise_once() -> None:
     _advised = True
     if status.source.startswith("reference BLAS (MLXKIT_BLAS=off)"):
         return
-    print(f"mlxkit: {HINT}", file=sys.stderr, flush=True)
+    print(f"mlxkit: {advice()}", file=sys.stderr, flush=True)
+
+
+def advice() -> str:
+    """Why the fast BLAS is not in use and the fix for that cause, from `status.attempts`."""
+    if _IMPORTED_TOO_LATE in status.attempts:
+        return (
+            f"{_SLOW} Cause: mlx was imported before mlxkit, and MLX picks its BLAS when it is "
+            "first imported. Fix: import mlxkit before mlx (put `import mlxkit` above "
+            "`import mlx.core as mx`, in the script and in modules it imports first)."
+        )
+    if any("no C compiler found" in attempt for attempt in status.attempts):
+        return HINT
+    tried = "; ".join(status.attempts) or "nothing"
+    return (
+        f"{_SLOW} Tried: {tried}. Fix: `apt install libopenblas0-pthread`, or set "
+        "MLXKIT_BLAS=/path/to/libopenblas.so. Run `mlxkit doctor` to check."
+    )

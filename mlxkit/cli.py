@@ -1,4 +1,4 @@
-"""The `mlxkit` console script: `mlxkit doctor` and `mlxkit export`."""
+"""The `mlxkit` console script: `mlxkit --version`, `mlxkit doctor` and `mlxkit export`."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def doctor(args: argparse.Namespace) -> int:
         print(f"            tried: {attempt}")
     print(f"matmul      256x256 @ 256x256 in {matmul_ms:.3f} ms")
     if sys.platform.startswith("linux") and status.library is None:
-        print(f"\nadvice      {_blas.HINT}")
+        print(f"\nadvice      {_blas.advice()}")
         return 1
     return 0
 
@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         >>> status in (0, 1)  # 1: Linux with only MLX's reference BLAS
         True
     """
+    from mlxkit import __version__
+
     parser = argparse.ArgumentParser(prog="mlxkit", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mlxkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("doctor", help="print MLX, device and BLAS information").set_defaults(
         run=doctor

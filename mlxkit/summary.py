@@ -33,7 +33,9 @@ def summary(
     """Prints (and returns) each layer's name, type, output shape and parameter count.
 
     With `input_shape` (batch dimension included), a forward pass on zeros records the output
-    shape of every layer; without it, only parameters are listed.
+    shape of every layer and the order the layers are called in, which is the order of the table
+    (a container before the layers it calls; layers the forward pass never calls come last).
+    Without it, only parameters are listed, sorted by attribute path.
 
     Args:
         model: The `mlx.nn.Module`.
@@ -57,7 +59,10 @@ def summary(
     named.sort(key=lambda item: [int(p) if p.isdigit() else p for p in item[0].split(".")])
     shapes: dict[int, str] = {}
     if input_shape is not None:
-        shapes = _trace_shapes(model, tuple(input_shape), dtype)
+        shapes, called = _trace(model, tuple(input_shape), dtype)
+        rank = {module_id: index for index, module_id in enumerate(called)}
+        # sorted() is stable: modules never called keep their attribute order, after the rest
+        named.sort(key=lambda item: rank.get(id(item[1]), len(rank)))
 
     rows = [("Layer (type)", "Output shape", "Param #")]
     for name, module in named:
@@ -90,17 +95,24 @@ def summary(
     return text
 
 
-def _trace_shapes(
+def _trace(
     model: nn.Module, input_shape: tuple[int, ...], dtype: mx.Dtype
-) -> dict[int, str]:
-    """Runs the model once with every module class's `__call__` wrapped to record output shapes."""
+) -> tuple[dict[int, str], list[int]]:
+    """Runs the model once with every module class's `__call__` wrapped.
+
+    Returns each called module's output shape and the ids of the modules in the order they were
+    first entered.
+    """
     shapes: dict[int, str] = {}
+    called: list[int] = []
     classes = {type(module) for _, module in model.named_modules()}
     originals = {cls: cls.__call__ for cls in classes}
     own = {cls for cls in classes if "__call__" in vars(cls)}
 
     def wrap(original):
         def call(self, *args, **kwargs):
+            if id(self) not in called:
+                called.append(id(self))
             output = original(self, *args, **kwargs)
             shapes[id(self)] = _shape(output)
             return output
@@ -120,4 +132,4 @@ def _trace_shapes(
             else:
                 del cls.__call__
         model.train(was_training)
-    return shapes
+    return shapes, called

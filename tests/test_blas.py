@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import mlxkit
 from mlxkit import _blas
 
 import numpy as np
@@ -21,6 +22,7 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Li
 # einsum loops, not BLAS).
 PROBE = """
 import json
+import mlxkit
 import mlxkit
 from mlxkit import _blas
 import mlx.core as mx, numpy as np
@@ -147,3 +149,34 @@ def test_doctor_exits_1_with_advice_on_the_reference_blas():
     result = doctor(MLXKIT_BLAS="off")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "advice" in result.stdout and "MLXKIT_BLAS" in result.stdout
+
+
+def test_version_flag_prints_the_version():
+    result = subprocess.run(
+        [sys.executable, "-m", "mlxkit.cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"mlxkit {mlxkit.__version__}\n"
+
+
+@linux_only
+def test_importing_mlx_first_is_named_as_the_cause_with_its_fix():
+    script = "import mlx.core\nimport mlxkit\nfrom mlxkit import _blas\n_blas.advise_once()\n"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "mlx was imported before mlxkit" in result.stderr
+    assert "Fix: import mlxkit before mlx" in result.stderr
+    assert "C compiler" not in result.stderr  # the compiler is not the problem here
+
+
+def test_advice_follows_the_cause(monkeypatch):
+    monkeypatch.setattr(_blas, "status", _blas.BlasStatus(attempts=["cmeel-openblas: not found"]))
+    assert "cmeel-openblas: not found" in _blas.advice() and "C compiler" not in _blas.advice()
+    no_compiler = "NumPy's OpenBLAS through a compiled cblas shim: no C compiler found (looked...)"
+    monkeypatch.setattr(_blas, "status", _blas.BlasStatus(attempts=[no_compiler]))
+    assert "install a C compiler" in _blas.advice()

@@ -11,10 +11,14 @@ import mlxkit  # noqa: F401  (before mlx: loads the fast BLAS)
 from mlxkit.data import LoadImage, LoadNumpy, Stream
 from mlxkit.datasets import (
     CIFAR10_CLASSES,
+    CLASS_NAMES,
+    FASHION_MNIST_CLASSES,
+    MNIST_CLASSES,
     depth_samples,
     image_folder_samples,
     load_cifar10,
     load_cora,
+    load_fashion_mnist,
     load_mnist,
     make_synthetic_depth,
     make_synthetic_people,
@@ -94,6 +98,34 @@ def test_mnist_bad_files_are_named(tmp_path):
     write_idx(labels, np.zeros(4), 2049, compress=True)
     with pytest.raises(ValueError, match="3 images but 4 labels"):
         load_mnist(tmp_path)
+
+
+def test_fashion_mnist_reads_the_same_files_and_names_its_classes(tmp_path):
+    expected = small_mnist(tmp_path)
+    (x_train, y_train), (x_test, y_test) = load_fashion_mnist(tmp_path)
+    for got, want in zip((x_train, y_train, x_test, y_test), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    # The labels of github.com/zalandoresearch/fashion-mnist's README, in label order.
+    assert FASHION_MNIST_CLASSES == (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    )  # fmt: skip
+    assert tuple("0123456789") == MNIST_CLASSES
+    assert CLASS_NAMES == {
+        "mnist": MNIST_CLASSES,
+        "fashion_mnist": FASHION_MNIST_CLASSES,
+        "cifar10": CIFAR10_CLASSES,
+    }
+    with pytest.raises(FileNotFoundError, match=r"Fashion-MNIST folder .* Received: path="):
+        load_fashion_mnist(tmp_path / "missing")
+
+
+def test_mnist_path_expands_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "mnist").mkdir()
+    expected = small_mnist(tmp_path / "mnist")
+    (x_train, _), _ = load_mnist("~/mnist")
+    np.testing.assert_array_equal(x_train, expected[0])
 
 
 # ---------------------------------------------------------------------- Cora

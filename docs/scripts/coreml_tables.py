@@ -71,7 +71,9 @@ def render(text: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the guide is stale")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if the guide is stale"
+    )
     args = parser.parse_args()
     with open(GUIDE, encoding="utf-8") as file:
         text = file.read()
@@ -81,7 +83,9 @@ def main() -> int:
     fresh = render(text)
     if args.check:
         if fresh != text:
-            print("docs/guides/coreml.md is stale: run `python docs/scripts/coreml_tables.py`.")
+            print(
+                "docs/guides/coreml.md is stale: run `python docs/scripts/coreml_tables.py`."
+            )
             return 1
         return 0
     with open(GUIDE, "w", encoding="utf-8") as file:

@@ -2,7 +2,7 @@
 
 Built-ins: `History` and `ProgressBar` (added by default), `EarlyStopping`, `ModelCheckpoint`,
 `BackupAndRestore`, `LearningRateScheduler`, `ReduceLROnPlateau`, `CSVLogger`, `TerminateOnNaN`,
-`LambdaCallback`.
+`LambdaCallback`, `TensorBoard` (with `pip install 'mlxkit[tensorboard]'`).
 """
 
 from mlxkit.callbacks.base import Callback, CallbackList, LazyLogs
@@ -12,6 +12,7 @@ from mlxkit.callbacks.logging import CSVLogger, LambdaCallback, TerminateOnNaN
 from mlxkit.callbacks.monitor import EarlyStopping, ReduceLROnPlateau
 from mlxkit.callbacks.progress import ProgressBar
 from mlxkit.callbacks.schedule import LearningRateScheduler
+from mlxkit.callbacks.tensorboard import TensorBoard
 
 __all__ = [
     "BackupAndRestore",
@@ -26,5 +27,6 @@ __all__ = [
     "ModelCheckpoint",
     "ProgressBar",
     "ReduceLROnPlateau",
+    "TensorBoard",
     "TerminateOnNaN",
 ]

@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST: the four IDX files, gzipped or raw, to uint8 arrays."""
+"""MNIST and Fashion-MNIST: the four IDX files, gzipped or raw, to uint8 arrays; class names."""
 
 from __future__ import annotations
 
@@ -13,34 +13,79 @@ _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
 NUM_CLASSES = 10
 
 
-def load_mnist(
-    path: str | os.PathLike,
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Reads MNIST (or Fashion-MNIST, same format) from the folder holding its four IDX files.
+MNIST_CLASSES = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+Split = tuple[np.ndarray, np.ndarray]
+
+
+def load_mnist(path: str | os.PathLike) -> tuple[Split, Split]:
+    """Reads MNIST from the folder holding its four IDX files.
 
     The files are `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`
     and `t10k-labels-idx1-ubyte`, each optionally gzipped (`.gz`); the `train-images.idx3-ubyte`
     spelling is accepted too. Magic numbers, dimensions and byte counts are checked, and an error
-    names the file at fault.
+    names the file at fault. Nothing is downloaded: fetch the four files once (for example from
+    the `ossci-datasets` mirror that torchvision uses) into a folder of your choice.
 
     Args:
-        path: The folder holding the four files.
+        path: The folder holding the four files (`~` is expanded).
 
     Returns:
         `((x_train, y_train), (x_test, y_test))`: images `(N, 28, 28)` uint8 in [0, 255] and labels
-        `(N,)` uint8, as `keras.datasets.mnist.load_data()`.
+        `(N,)` uint8 indexing `MNIST_CLASSES`, as `keras.datasets.mnist.load_data()`.
 
     Example:
-        >>> from pathlib import Path
         >>> from mlxkit.datasets import load_mnist
-        >>> folder = Path("../shared/data/mnist")
-        >>> if folder.is_dir():  # the repository's reference data, when present
-        ...     (x_train, y_train), (x_test, y_test) = load_mnist(folder)
-        ...     assert x_train.shape == (60000, 28, 28) and y_test.shape == (10000,)
+        >>> (x_train, y_train), (x_test, y_test) = load_mnist("~/data/mnist")  # doctest: +SKIP
+        >>> x_train.shape, y_test.shape  # doctest: +SKIP
+        ((60000, 28, 28), (10000,))
     """
-    folder = Path(path)
+    return _load_idx_folder(path, "MNIST")
+
+
+def load_fashion_mnist(path: str | os.PathLike) -> tuple[Split, Split]:
+    """Reads Fashion-MNIST (Zalando) from the folder holding its four IDX files.
+
+    Fashion-MNIST has MNIST's format and file names (`train-images-idx3-ubyte.gz`, ...): 60,000
+    training and 10,000 test images of clothing, 28x28 grey levels, in the ten classes of
+    `FASHION_MNIST_CLASSES`. The checks and errors are `load_mnist`'s.
+
+    Args:
+        path: The folder holding the four files (`~` is expanded).
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))`: images `(N, 28, 28)` uint8 and labels `(N,)`
+        uint8 indexing `FASHION_MNIST_CLASSES`, as `keras.datasets.fashion_mnist.load_data()`.
+
+    Example:
+        >>> from mlxkit.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
+        >>> FASHION_MNIST_CLASSES[9]
+        'Ankle boot'
+        >>> (x_train, y_train), _ = load_fashion_mnist("~/data/fashion-mnist")  # doctest: +SKIP
+        >>> [FASHION_MNIST_CLASSES[i] for i in y_train[:3]]  # doctest: +SKIP
+        ['Ankle boot', 'T-shirt/top', 'T-shirt/top']
+    """
+    return _load_idx_folder(path, "Fashion-MNIST")
+
+
+def _load_idx_folder(path: str | os.PathLike, dataset: str) -> tuple[Split, Split]:
+    folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"MNIST folder {folder} does not exist. Received: path={path!r}")
+        raise FileNotFoundError(
+            f"{dataset} folder {folder} does not exist. Received: path={path!r}"
+        )
     arrays = []
     for split in ("train", "t10k"):
         images = _read_idx(_find(folder, split, "images", 3), _IMAGES_MAGIC, ndim=3)

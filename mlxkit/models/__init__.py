@@ -18,6 +18,7 @@ from mlxkit.models.gcn import gcn, normalized_adjacency
 from mlxkit.models.layers import BilinearUpsample
 from mlxkit.models.mlp import gluon_mlp
 from mlxkit.models.mobilenet import mobilenet_v3_large
+from mlxkit.models.pretrained import FrozenBatchNorm, LoadReport, freeze_backbone, load_pretrained
 from mlxkit.models.resnet import resnet18, resnet50
 from mlxkit.models.segmentation import deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large
 from mlxkit.models.unet import unet
@@ -25,13 +26,17 @@ from mlxkit.models.vgg import vgg19_cifar
 
 __all__ = [
     "BilinearUpsample",
+    "FrozenBatchNorm",
+    "LoadReport",
     "dcgan_discriminator",
     "dcgan_generator",
     "deeplabv3_mobilenet_v3_large",
     "depth_resnet20",
     "flux_mnist_cnn",
+    "freeze_backbone",
     "gcn",
     "gluon_mlp",
+    "load_pretrained",
     "lraspp_mobilenet_v3_large",
     "mobilenet_v3_large",
     "normalized_adjacency",

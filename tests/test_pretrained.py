@@ -13,8 +13,11 @@ import os
 
 import mlxkit  # first, so the fast BLAS loads before mlx.core  # isort: skip
 from mlxkit.models import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     FrozenBatchNorm,
     deeplabv3_mobilenet_v3_large,
+    fold_input_normalization,
     freeze_backbone,
     load_pretrained,
     lraspp_mobilenet_v3_large,
@@ -184,6 +187,23 @@ def test_pickle_error_gives_a_runnable_recipe(tmp_path):
     argv[-2:] = [str(checkpoint), str(tmp_path / "model.safetensors")]
     subprocess.run(argv, check=True, cwd=tmp_path)
     assert load_pretrained(resnet18(num_classes=3), tmp_path / "model.safetensors").skipped == ()
+
+
+def test_folded_normalization_takes_raw_pixels(tmp_path):
+    # torchvision's stem on normalised pixels against the folded mlxkit stem on raw [0, 1] ones.
+    reference = ref.randomize(ref.resnet18(num_classes=4), seed=2)
+    model = resnet18(num_classes=4)
+    load_pretrained(model, save_state_dict(reference, tmp_path / "r.safetensors"))
+    fold_input_normalization(model.conv1, model.bn1)
+    pixels = np.random.default_rng(2).random((1, 32, 32, 3), dtype=np.float32)
+    normalised = ((pixels - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).astype(np.float32)
+    with torch.no_grad():
+        want = reference.bn1(reference.conv1(torch.from_numpy(normalised.transpose(0, 3, 1, 2))))
+    want = want.numpy().transpose(0, 2, 3, 1)
+    got = np.array(model.eval().bn1(model.conv1(mx.array(pixels))))
+    # The 7x7 stride-2 conv's padding of 3 reaches two output rows/columns in from each edge.
+    assert relative_error(got[:, 2:-2, 2:-2], want[:, 2:-2, 2:-2]) < 1e-5
+    assert relative_error(got[:, :1], want[:, :1]) > 1e-2  # the documented border difference
 
 
 # ------------------------------------------------------------------------- fine-tuning

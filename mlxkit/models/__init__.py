@@ -18,13 +18,23 @@ from mlxkit.models.gcn import gcn, normalized_adjacency
 from mlxkit.models.layers import BilinearUpsample
 from mlxkit.models.mlp import gluon_mlp
 from mlxkit.models.mobilenet import mobilenet_v3_large
-from mlxkit.models.pretrained import FrozenBatchNorm, LoadReport, freeze_backbone, load_pretrained
+from mlxkit.models.pretrained import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FrozenBatchNorm,
+    LoadReport,
+    fold_input_normalization,
+    freeze_backbone,
+    load_pretrained,
+)
 from mlxkit.models.resnet import resnet18, resnet50
 from mlxkit.models.segmentation import deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large
 from mlxkit.models.unet import unet
 from mlxkit.models.vgg import vgg19_cifar
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "BilinearUpsample",
     "FrozenBatchNorm",
     "LoadReport",
@@ -33,6 +43,7 @@ __all__ = [
     "deeplabv3_mobilenet_v3_large",
     "depth_resnet20",
     "flux_mnist_cnn",
+    "fold_input_normalization",
     "freeze_backbone",
     "gcn",
     "gluon_mlp",

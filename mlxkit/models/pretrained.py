@@ -28,7 +28,20 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-__all__ = ["FrozenBatchNorm", "LoadReport", "freeze_backbone", "load_pretrained"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "FrozenBatchNorm",
+    "LoadReport",
+    "fold_input_normalization",
+    "freeze_backbone",
+    "load_pretrained",
+]
+
+# The per-channel statistics torchvision's (and timm's ResNet) ImageNet weights expect inputs
+# normalised with: `(pixels / 255 - mean) / std`.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Source = Literal["torchvision", "timm"]
 _SOURCES = ("torchvision", "timm")
@@ -204,8 +217,10 @@ class FrozenBatchNorm(nn.BatchNorm):
         >>> import mlx.core as mx
         >>> from mlxkit.models.pretrained import FrozenBatchNorm
         >>> layer = FrozenBatchNorm(3).train()
-        >>> layer(mx.full((2, 3), 5.0)).tolist()  # running mean 0, var 1: unchanged
+        >>> layer(mx.full((2, 3), 5.0)).round(3).tolist()  # running mean 0, var 1: ~unchanged
         [[5.0, 5.0, 5.0], [5.0, 5.0, 5.0]]
+        >>> layer.running_mean.tolist()  # a BatchNorm in train mode would have moved it
+        [0.0, 0.0, 0.0]
     """
 
     @classmethod
@@ -261,6 +276,67 @@ def freeze_backbone(backbone: nn.Module | list[Any]) -> nn.Module | list[Any]:
     for module in _modules_in(backbone):
         module.freeze()
     return backbone
+
+
+def fold_input_normalization(
+    conv: nn.Conv2d,
+    batch_norm: nn.BatchNorm | None = None,
+    *,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> None:
+    """Folds `(x - mean) / std` into a first conv layer, so the model takes raw [0, 1] pixels.
+
+    Pretrained ImageNet weights expect normalised inputs. Scaling the conv weights by `1 / std`
+    per input channel and moving the constant `-W . (mean / std)` into the conv bias (or, for a
+    conv without bias, into the running mean of the `batch_norm` right after it) gives the same
+    outputs for raw pixels, at no run-time cost and with nothing changed in the data pipeline,
+    the Core ML export or the parameter names. The one difference is at the image border, where
+    the conv's zero padding now stands for a black pixel rather than for the mean colour.
+
+    Call it once, right after `load_pretrained`.
+
+    Args:
+        conv: the model's first conv, e.g. `model.conv1` (ResNet) or `model.backbone[0][0]`.
+        batch_norm: the BatchNorm applied to `conv`'s output; needed when `conv` has no bias.
+        mean: per-input-channel mean the weights were trained with.
+        std: per-input-channel standard deviation the weights were trained with.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> import mlx.nn as nn
+        >>> from mlxkit.models import fold_input_normalization
+        >>> conv = nn.Conv2d(3, 4, 1)
+        >>> x = mx.random.uniform(shape=(1, 2, 2, 3))
+        >>> want = conv((x - mx.array([0.5, 0.4, 0.3])) / mx.array([0.2, 0.25, 0.3]))
+        >>> fold_input_normalization(conv, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+        >>> mx.allclose(conv(x), want, atol=1e-5).item()
+        True
+    """
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(
+            f"fold_input_normalization: `conv` must be an nn.Conv2d. Received: conv={conv!r}"
+        )
+    channels = conv.weight.shape[-1]
+    if len(mean) != channels or len(std) != channels or min(std) <= 0:
+        raise ValueError(
+            f"fold_input_normalization: `mean` and `std` need one entry per input channel "
+            f"({channels}), with std > 0. Received: mean={mean!r}, std={std!r}"
+        )
+    has_bias = "bias" in conv
+    if not has_bias and not isinstance(batch_norm, nn.BatchNorm):
+        raise ValueError(
+            "fold_input_normalization: `conv` has no bias, so pass the `batch_norm` that follows "
+            f"it to take the shift. Received: batch_norm={batch_norm!r}"
+        )
+    scale = 1 / mx.array(std, dtype=conv.weight.dtype)
+    shift = (conv.weight * (mx.array(mean, dtype=conv.weight.dtype) * scale)).sum(axis=(1, 2, 3))
+    conv.weight = conv.weight * scale
+    if has_bias:
+        conv.bias = conv.bias - shift
+    elif batch_norm is not None:
+        batch_norm.running_mean = batch_norm.running_mean + shift
+    mx.eval(conv.parameters(), batch_norm.parameters() if batch_norm is not None else {})
 
 
 def _pin_batch_norms(container: Any) -> None:

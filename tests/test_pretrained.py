@@ -9,7 +9,13 @@ run the same input in eval mode. The torch tests need the CPU torch build (`pip 
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import mlxkit  # first, so the fast BLAS loads before mlx.core  # isort: skip
 from mlxkit.models import (
@@ -178,10 +184,6 @@ def test_pickle_error_gives_a_runnable_recipe(tmp_path):
         load_pretrained(resnet18(num_classes=3), checkpoint)
     recipe = str(caught.value).split("installed: ", 1)[1]
     assert recipe.startswith("python -c ")
-    import shlex
-    import subprocess
-    import sys
-
     argv = shlex.split(recipe)
     argv[0] = sys.executable
     argv[-2:] = [str(checkpoint), str(tmp_path / "model.safetensors")]
@@ -302,3 +304,63 @@ def test_head_learning_rate_with_multi_optimizer():
 def test_freeze_backbone_rejects_a_single_batch_norm():
     with pytest.raises(TypeError, match="Received: backbone=BatchNorm"):
         freeze_backbone(nn.BatchNorm(3))
+
+
+# ------------------------------------------------------------------------- the examples
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_resnet_example_fine_tunes_a_frozen_pretrained_backbone(tmp_path):
+    reference = ref.randomize(ref.resnet18(), seed=3)
+    weights = save_state_dict(reference, tmp_path / "resnet18.safetensors")
+    out = tmp_path / "run"
+    script = ROOT / "examples" / "flux" / "resnet_imagenet.py"
+    command = [sys.executable, str(script), "--quick", "--out", str(out)]
+    result = subprocess.run(
+        [*command, "--pretrained", weights, "--freeze-backbone"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "mismatched shape (skipped): fc.bias: (1000,) -> (5,)" in result.stdout
+    trained = mx.load(str(out / "best.safetensors"))
+    want = reference.layer4[1].conv2.weight.detach().numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(np.array(trained["layer4.1.conv2.weight"]), want)
+    np.testing.assert_array_equal(
+        np.array(trained["bn1.running_mean"]), reference.bn1.running_mean.numpy()
+    )
+    assert trained["fc.weight"].shape == (5, 512)
+
+
+def test_segmentation_example_pretrain_step(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "segmentation_example", ROOT / "examples" / "segmentation.py"
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    reference = ref.randomize(ref.MobileNetV3(width_mult=0.25, dilated=True), seed=4)
+    args = argparse.Namespace(
+        pretrained=save_state_dict(reference, tmp_path / "mnv3.safetensors"),
+        model="lraspp",
+        width_mult=0.25,
+        freeze_backbone=True,
+    )
+    model = lraspp_mobilenet_v3_large(2, width_mult=0.25)
+    example.pretrain(model, args)
+    want = reference.features[7].block[1][0].weight.detach().numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(np.array(model.backbone[7].block[1][0].weight), want)
+    assert isinstance(model.backbone[7].block[1][1], FrozenBatchNorm)
+    # The stem takes [0, 1] pixels: ImageNet normalisation folded into its conv and BatchNorm.
+    stem = reference.features[0][0].weight.detach().numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(
+        np.array(model.backbone[0][0].weight), stem / np.array(IMAGENET_STD), rtol=1e-6
+    )
+    assert {k.split(".")[0] for k, _ in tree_flatten(model.trainable_parameters())} == {
+        "classifier"
+    }
+    args.width_mult = 1.0  # a file for another width is refused, not half loaded
+    with pytest.raises(SystemExit, match="does not fit lraspp"):
+        example.pretrain(lraspp_mobilenet_v3_large(2, width_mult=1.0), args)

@@ -2,7 +2,9 @@
 
 Each factory follows a published definition layer for layer (the module docstrings name the
 source) and takes `weights=` to load a `.safetensors` / `.npz` file strictly. One module per
-family; this package re-exports the factories and the shared `BilinearUpsample` layer.
+family; this package re-exports the factories and the shared `BilinearUpsample` layer, and from
+`mlxkit.models.pretrained` the loader of torchvision / timm checkpoints (`load_pretrained`) and
+the fine-tuning helpers (`freeze_backbone`, `FrozenBatchNorm`, `fold_input_normalization`).
 
 Example:
     >>> import mlx.core as mx

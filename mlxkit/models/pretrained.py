@@ -113,8 +113,8 @@ def load_pretrained(
 ) -> LoadReport:
     """Loads a PyTorch state dict saved as `.safetensors` into an mlxkit model, in place.
 
-    Keys are renamed through the table for the model's architecture (see the module docstring;
-    a model not in the table keeps the file's names), 4-D conv weights are transposed from
+    Keys are renamed through the table for the model's architecture (`_RENAMES` in this module;
+    a model not in the table keeps the file's names), conv weights are transposed from
     PyTorch's (out, in, kh, kw) to MLX's (out, kh, kw, in), and BatchNorm running statistics are
     carried over. Linear weights are (out, in) in both libraries and load unchanged.
 
@@ -135,8 +135,10 @@ def load_pretrained(
         A `LoadReport` naming the loaded, missing, unexpected, mis-shaped and ignored keys.
 
     Raises:
-        ValueError: for a bad argument, a pickle checkpoint (with the conversion recipe), or
-            with `strict=True`, a file that does not match the model.
+        TypeError: if `model` is not a module, `path` not a path or `strict` not a bool.
+        FileNotFoundError: if there is no file at `path`.
+        ValueError: for an unknown `source`, a pickle checkpoint (the message gives the
+            conversion command), or with `strict=True`, a file that does not match the model.
 
     Example:
         >>> import os, tempfile
@@ -177,10 +179,9 @@ def load_pretrained(
             unexpected.append(name if name == key else f"{key} (as {name})")
             continue
         target = expected[name]
+        # Conv weights: PyTorch's (out, in, *kernel) is MLX's (out, *kernel, in).
         if value.ndim == target.ndim >= 3:
-            value = mx.moveaxis(
-                value, 1, -1
-            )  # PyTorch (out, in, *spatial) -> MLX (out, *spatial, in)
+            value = mx.moveaxis(value, 1, -1)
         if value.shape != target.shape:
             mismatched.append(f"{name}: {tuple(value.shape)} -> {tuple(target.shape)}")
             continue

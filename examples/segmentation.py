@@ -14,12 +14,20 @@ Run:
     python examples/segmentation.py --model deeplabv3 --width-mult 1.0 --size 256  # article-sized
     python examples/segmentation.py --blur photo.jpg   # after training: blur a photo's background
     python examples/segmentation.py --blur frames/     # ... or every frame in a folder
+    python examples/segmentation.py --data DIR --pretrained lraspp.safetensors  # fine-tune
 
 Training writes into one folder (printed at the end): the training log, the evaluation next to the
 all-background baseline, a blur demo on validation images, the per-frame timing table (MLX eager
 vs `mx.compile`), the weights, the Core ML package, and a script that times it on a Mac. `--blur`
 reads the weights of an earlier run (`--weights`, default `<out>/segmenter.safetensors`) and writes
 the composites to `<out>/blurred/`.
+
+`--pretrained FILE` fine-tunes torchvision's weights, as the article does, instead of training
+from scratch: a `.safetensors` state dict converted once where torch is installed
+(docs/guides/pretrained.md), either the whole LR-ASPP / DeepLabV3 (COCO with VOC labels; the two
+layers that score its 21 classes are replaced by fresh ones for person/background) or an ImageNet
+MobileNetV3-Large (the backbone; the head starts fresh). It implies `--width-mult 1.0`.
+`--freeze-backbone` then trains the head only, with the backbone's BatchNorm kept in inference mode.
 """
 
 from __future__ import annotations
@@ -48,7 +56,13 @@ from mlxkit.data import (
 from mlxkit.datasets import make_synthetic_people, segmentation_samples
 from mlxkit.images import image_grid, save_png
 from mlxkit.metrics import MeanIoU
-from mlxkit.models import deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large
+from mlxkit.models import (
+    deeplabv3_mobilenet_v3_large,
+    fold_input_normalization,
+    freeze_backbone,
+    load_pretrained,
+    lraspp_mobilenet_v3_large,
+)
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -68,7 +82,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, help="images/ + masks/ folder (or train/ and val/)")
     parser.add_argument("--out", type=Path, default=Path("runs/segmentation"))
     parser.add_argument("--model", choices=sorted(MODELS), default="lraspp")
-    parser.add_argument("--width-mult", type=float, default=0.25, help="backbone width (1.0: full)")
+    parser.add_argument(
+        "--width-mult",
+        type=float,
+        help="backbone width (default 0.25; 1.0, torchvision's, with --pretrained)",
+    )
     parser.add_argument("--size", type=int, default=96, help="square input side, a multiple of 16")
     parser.add_argument("--epochs", type=int, default=10, help="upper bound (early stopping)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -87,9 +105,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timing-frames", type=int, default=50, help="frames per timing")
     parser.add_argument("--blur", type=Path, help="blur the background of this image or folder")
     parser.add_argument("--weights", type=Path, help="for --blur (default <out>/segmenter...)")
+    parser.add_argument("--pretrained", type=Path, help="torchvision weights (.safetensors)")
+    parser.add_argument("--freeze-backbone", action="store_true", help="train the head only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     args = parser.parse_args()
+    if args.width_mult is None:
+        args.width_mult = 0.25 if args.pretrained is None else 1.0
+    if args.freeze_backbone and args.pretrained is None:
+        parser.error("--freeze-backbone needs --pretrained FILE (a random backbone would stay so)")
     if args.quick:
         # Enough steps (8 epochs of 8 batches, about a second each) to find people, not only
         # background: the smoke test checks the person IoU beats the all-background baseline.
@@ -441,6 +465,28 @@ def export(model: nn.Module, val: Stream, args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------- training
 
 
+def pretrain(model: nn.Module, args: argparse.Namespace) -> None:
+    """Loads torchvision weights into `model` for fine-tuning (`--pretrained`, `--freeze-backbone`).
+
+    strict=False: the checkpoint's 21-class layers (or an ImageNet classifier) do not fit the two
+    classes here, so they are skipped and start fresh; the whole backbone must load, though.
+    """
+    report = load_pretrained(model, args.pretrained, strict=False)
+    unloaded = [key for key in report.missing + report.mismatched if key.startswith("backbone.")]
+    if unloaded:
+        raise SystemExit(
+            f"--pretrained {args.pretrained} does not fit {args.model} with --width-mult "
+            f"{args.width_mult} (torchvision's weights are for 1.0): {report}"
+        )
+    print(f"Pretrained weights from {args.pretrained}: {report}")
+    # torchvision's weights expect ImageNet-normalised pixels; fold that into the first conv so the
+    # data pipeline, the blur and the Core ML export keep feeding [0, 1] pixels.
+    stem_conv, stem_norm = model.backbone[0][0], model.backbone[0][1]
+    fold_input_normalization(stem_conv, stem_norm)
+    if args.freeze_backbone:
+        freeze_backbone(model.backbone)  # weights frozen, BatchNorm statistics pinned
+
+
 def main() -> None:
     args = parse_args()
     if args.blur is not None:
@@ -456,13 +502,16 @@ def main() -> None:
     )
 
     model = MODELS[args.model](2, width_mult=args.width_mult)
-    # torchvision's MobileNetV3 keeps BatchNorm running statistics with momentum 0.01, made for
-    # ImageNet-length runs (and pretrained backbones). From scratch in a few hundred steps they
-    # would still remember their initial (0, 1) when validation uses them, so follow the batch
-    # statistics faster (0.1, PyTorch's default, as the heads already use).
-    for _, module in model.named_modules():
-        if isinstance(module, nn.BatchNorm):
-            module.momentum = args.bn_momentum
+    if args.pretrained is not None:
+        pretrain(model, args)
+    else:
+        # torchvision's MobileNetV3 keeps BatchNorm running statistics with momentum 0.01, made
+        # for ImageNet-length runs (and pretrained backbones). From scratch in a few hundred steps
+        # they would still remember their initial (0, 1) when validation uses them, so follow the
+        # batch statistics faster (0.1, PyTorch's default, as the heads already use).
+        for _, module in model.named_modules():
+            if isinstance(module, nn.BatchNorm):
+                module.momentum = args.bn_momentum
     trainer = Trainer(
         model,
         optim.Adam(learning_rate=args.learning_rate),

@@ -13,6 +13,7 @@ Run:
     python examples/flux/resnet_imagenet.py --data DIR --image-size 224 --batch-size 64
     python examples/flux/resnet_imagenet.py --arch resnet50 --resumable    # + resume after a kill
     python examples/flux/resnet_imagenet.py --quick                  # seconds (CI smoke test)
+    python examples/flux/resnet_imagenet.py --pretrained resnet18.safetensors  # fine-tune
 
 `--data DIR` holds `train/<class>/<image>` and `val/<class>/<image>` (ImageNet's layout, any
 JPEG/PNG files). Without it, a small tree of generated texture images (five classes, each its own
@@ -20,6 +21,12 @@ pattern and hue, images of assorted sizes and aspect ratios) is written once und
 `~/.cache/mlxkit/flux_resnet`.
 `--image-size` shrinks the crop for the CPU: the short side is resized to `size * 256 / 224`
 first, keeping the harness's proportions; the default 64 trains in minutes.
+
+`--pretrained FILE` starts from torchvision's ImageNet weights instead of from scratch (the way
+the Flux tutorials say such models are usually trained): a `.safetensors` state dict converted
+once where torch is installed (docs/guides/pretrained.md). Everything but the classifier loads; a
+new `fc` for this dataset's classes is trained with the rest. `--freeze-backbone` trains `fc`
+only, the convolutions and BatchNorm statistics staying as pretrained.
 """
 
 from __future__ import annotations
@@ -42,10 +49,15 @@ from mlxkit.callbacks import BackupAndRestore, CSVLogger, EarlyStopping, ModelCh
 from mlxkit.data import CenterCrop, LoadImage, Normalize, ResizeShortSide, Stream
 from mlxkit.datasets import image_folder_samples
 from mlxkit.images import image_grid, save_png
-from mlxkit.models import resnet18, resnet50
+from mlxkit.models import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    freeze_backbone,
+    load_pretrained,
+    resnet18,
+    resnet50,
+)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TEXTURES = ("checkerboard", "dots", "rings", "stripes", "waves")
 
 
@@ -61,12 +73,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--patience", type=int, help="EarlyStopping on val_loss (default: off)")
     parser.add_argument("--per-class", type=int, default=48, help="generated training images")
     parser.add_argument("--resumable", action="store_true", help="back up every epoch, resume")
+    parser.add_argument("--pretrained", type=Path, help="torchvision weights (.safetensors)")
+    parser.add_argument(
+        "--freeze-backbone", action="store_true", help="with --pretrained: train fc"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     args = parser.parse_args()
     if args.quick:
         # Three epochs of two batches: the first steps of a fresh ResNet barely move the loss.
         args.image_size, args.epochs, args.batch_size, args.per_class = 32, 3, 5, 2
+    if args.freeze_backbone and args.pretrained is None:
+        parser.error("--freeze-backbone needs --pretrained FILE (a random backbone would stay so)")
     return args
 
 
@@ -175,6 +193,20 @@ def main() -> None:
 
     mx.random.seed(args.seed)  # the initial weights
     model = {"resnet18": resnet18, "resnet50": resnet50}[args.arch](num_classes=len(class_names))
+    if args.pretrained is not None:
+        # strict=False: the 1000-class ImageNet `fc` does not fit this dataset's classes, so it
+        # keeps its fresh initialisation; anything else that does not match is an error here.
+        report = load_pretrained(model, args.pretrained, strict=False)
+        if (
+            report.missing
+            or report.unexpected
+            or any(not key.startswith("fc.") for key in report.mismatched)
+        ):
+            raise SystemExit(f"--pretrained {args.pretrained} does not fit {args.arch}: {report}")
+        print(f"Pretrained weights from {args.pretrained}: {report}")
+        if args.freeze_backbone:
+            freeze_backbone(model)  # every conv and BatchNorm, statistics pinned ...
+            model.fc.unfreeze()  # ... except the new classifier
     trainer = Trainer(
         model,
         optim.Adam(learning_rate=args.learning_rate),

@@ -23,7 +23,7 @@ from mlxkit import (  # noqa: E402
 from mlxkit.callbacks import History  # noqa: E402
 from mlxkit.checkpoint import CheckpointError, load_weights  # noqa: E402
 from mlxkit.summary import summary  # noqa: E402
-from mlxkit.trainer import Trainer  # noqa: E402
+from mlxkit.trainer import Trainer, unpack_batch  # noqa: E402
 
 __all__ = [
     "CheckpointError",
@@ -40,4 +40,5 @@ __all__ = [
     "models",
     "optimizers",
     "summary",
+    "unpack_batch",
 ]

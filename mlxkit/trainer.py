@@ -811,7 +811,8 @@ class Trainer:
         if isinstance(source, IterableBatches) and isinstance(source.batches, (list, tuple)):
             if not source.batches:
                 raise ValueError("`x` is an empty list of batches.")
-            self._unpack(source.batches[0])
+            if len(self._unpack(source.batches[0])) == 3:
+                self._check_weighted_loss("x")  # (x, y, sample_weight) batches
 
     # ------------------------------------------------------------------ evaluate / predict
     def evaluate(

@@ -16,6 +16,7 @@ import warnings
 
 from mlxkit import Trainer, unpack_batch
 from mlxkit.callbacks import Callback
+from mlxkit.data import Stream
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -206,15 +207,19 @@ class SaveAndStop(Callback):
 
 
 @pytest.mark.parametrize("interrupt_at", [9, 12, 19])
-@pytest.mark.parametrize("kind", ["arrays", "batches"])
+@pytest.mark.parametrize("kind", ["arrays", "batches", "stream"])
 def test_a_resume_continues_the_pass_exactly(tmp_path, interrupt_at, kind):
     x = np.arange(20, dtype=np.float32)[:, None] / 20
     y = 2 * x + 1
 
     def run(callbacks=(), resume_from=None):
         mx.random.seed(0)
-        trainer = RecordingTrainer()
-        data = (x, y) if kind == "arrays" else (list(zip(x[:, None], y[:, None])),)
+        if kind == "stream":
+            trainer = RecordingTrainer(inputs="x", targets="y")
+            data: tuple = (Stream({"x": x, "y": y}, batch_size=1, seed=5),)
+        else:
+            trainer = RecordingTrainer()
+            data = (x, y) if kind == "arrays" else (list(zip(x[:, None], y[:, None])),)
         options = {"batch_size": 1, "seed": 5} if kind == "arrays" else {}
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Your input ran out of data")

@@ -555,6 +555,8 @@ def test_weight_arguments_are_checked_before_training():
     plain_loss = Trainer(nn.Linear(4, 3), "sgd", lambda o, t: mx.mean(o))
     with pytest.raises(ValueError, match=r"reduction='none'"):
         plain_loss.fit(x, labels, sample_weight=np.ones(10), verbose=0)
+    with pytest.raises(ValueError, match=r"`x` weights the loss.*reduction='none'"):
+        plain_loss.fit([(x, labels, np.ones(10))], verbose=0)
     assert trainer.global_step == 0
 
 

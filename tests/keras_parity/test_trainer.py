@@ -18,6 +18,7 @@ from functools import partial
 
 from mlxkit import Trainer, losses
 from mlxkit.callbacks import Callback, EarlyStopping
+from mlxkit.data import Stream
 from mlxkit.metrics import MeanSquaredError, Metric
 
 import mlx.core as mx
@@ -150,6 +151,56 @@ def test_predict_flow():
     outputs = trainer.predict(x, batch_size=16)
     assert isinstance(outputs, mx.array) and outputs.shape == (100, 3)
     np.testing.assert_allclose(np.array(outputs), 4)
+
+
+class InfiniteBatches:
+    """An endless re-iterable of (ones, zeros) batches of 5 (Keras's infinite datasets)."""
+
+    def __iter__(self):
+        while True:
+            yield np.ones((5, 4), np.float32), np.zeros((5, 3), np.float32)
+
+
+def dataset(kind: str):
+    """Keras's create_dataset, in the data types mlxkit takes."""
+    x, y = np.ones((100, 4), np.float32), np.zeros((100, 3), np.float32)
+    if kind == "np_array":
+        return (x, y), {"batch_size": 5}
+    if kind == "native_array":
+        return (mx.array(x), mx.array(y)), {"batch_size": 5}
+    if kind == "batches":  # Keras's PyDataset / tf.data / DataLoader: a re-iterable of batches
+        return ([(x[i : i + 5], y[i : i + 5]) for i in range(0, 100, 5)],), {}
+    if kind == "infinite":
+        return (InfiniteBatches(),), {"steps_per_epoch": 20}
+    assert kind == "stream"
+    return (Stream({"x": x, "y": y}, batch_size=5),), {}
+
+
+# Ports keras/src/trainers/trainer_test.py::TestTrainer::test_fit_with_data_adapter
+@pytest.mark.parametrize("class_weight", [None, {0: 1, 1: 2}], ids=["plain", "cw"])
+@pytest.mark.parametrize("kind", ["np_array", "native_array", "batches", "infinite", "stream"])
+def test_fit_with_data_adapter(kind, class_weight):
+    data, options = dataset(kind)
+    keys = {"inputs": "x", "targets": "y"} if kind == "stream" else {}
+    trainer = Trainer(example_model(4, 3), "adagrad", "mse", ["mean_squared_error"], **keys)
+    history = trainer.fit(*data, epochs=3, class_weight=class_weight, verbose=0, **options)
+    assert history.epoch == [0, 1, 2] and trainer.global_step == 60
+    assert all(math.isfinite(value) for value in history.history["loss"])
+
+
+# Ports keras/src/trainers/trainer_test.py::TestTrainer::test_predict_preserve_order
+def test_predict_preserve_order():
+    numbers, batches, sizes = iter(range(100)), [], [2, 3, 4]
+    while True:
+        size = sizes[len(batches) % len(sizes)]
+        batch = [n for _, n in zip(range(size), numbers)]
+        if len(batch) < size:
+            break
+        batches.append(np.array(batch, dtype=np.float32))
+    trainer = Trainer(nn.Identity(), "sgd", "mse")
+    preds = trainer.predict(batches)
+    np.testing.assert_array_equal(np.array(preds), np.arange(len(preds), dtype=np.float32))
+    assert len(preds) == 99
 
 
 # ------------------------------------------------------------------ steps_per_epoch

@@ -158,6 +158,8 @@ class EpochClock(Callback):
         self.ends.append(W.clock())
 
 
+# Every mlxkit fit here passes drop_last=True: a Workload's epoch is its whole batches only, in
+# every framework (fit trains the last partial batch by default, as Keras does).
 def make_trainer(model: nn.Module, spec: W.Workload, metrics: list | None = None) -> Trainer:
     classify = spec.loss == "cross_entropy"
     return Trainer(
@@ -189,7 +191,14 @@ def mode_run(args) -> dict:
         clock = EpochClock()
         start = W.clock()
         history = trainer.fit(
-            x, y, batch_size=spec.batch_size, epochs=2, seed=args.seed, callbacks=[clock], verbose=0
+            x,
+            y,
+            batch_size=spec.batch_size,
+            drop_last=True,
+            epochs=2,
+            seed=args.seed,
+            callbacks=[clock],
+            verbose=0,
         )
         ends = clock.ends
         loss = history.history["loss"][0]
@@ -262,6 +271,7 @@ def mode_h2h(args) -> dict:
             xd,
             yd,
             batch_size=spec.batch_size,
+            drop_last=True,
             epochs=epoch + 1,
             initial_epoch=epoch,
             seed=args.seed,
@@ -340,6 +350,7 @@ def mode_overhead(args) -> dict:
                 xd,
                 yd,
                 batch_size=spec.batch_size,
+                drop_last=True,
                 epochs=epoch + 1,
                 initial_epoch=epoch,
                 seed=0,
@@ -368,11 +379,22 @@ def mode_profile(args) -> dict:
     model = build_model("mlp")
     load_initial(model, args.init)
     trainer = make_trainer(model, spec)
-    trainer.fit(xd, yd, batch_size=spec.batch_size, epochs=1, seed=0, verbose=0)  # compiles
+    trainer.fit(
+        xd, yd, batch_size=spec.batch_size, drop_last=True, epochs=1, seed=0, verbose=0
+    )  # compiles
     profiler = cProfile.Profile()
     start = time.perf_counter()
     profiler.enable()
-    trainer.fit(xd, yd, batch_size=spec.batch_size, epochs=2, initial_epoch=1, seed=0, verbose=0)
+    trainer.fit(
+        xd,
+        yd,
+        batch_size=spec.batch_size,
+        drop_last=True,
+        epochs=2,
+        initial_epoch=1,
+        seed=0,
+        verbose=0,
+    )
     profiler.disable()
     seconds = time.perf_counter() - start
     stream = io.StringIO()
@@ -423,7 +445,14 @@ def mode_memory(args) -> dict:
 
     start = time.perf_counter()
     trainer.fit(
-        x, y, batch_size=spec.batch_size, epochs=args.epochs, seed=0, verbose=0, callbacks=[Probe()]
+        x,
+        y,
+        batch_size=spec.batch_size,
+        drop_last=True,
+        epochs=args.epochs,
+        seed=0,
+        verbose=0,
+        callbacks=[Probe()],
     )
     for row in rows:
         row["seconds"], start = row["seconds"] - start, row["seconds"]

@@ -194,7 +194,7 @@ def main() -> None:
     epochs_run = len(history.epoch)
     print(f"Trained {epochs_run} epochs in {seconds:.0f} s ({seconds / epochs_run:.1f} s/epoch)")
 
-    results = trainer.evaluate(val)  # EarlyStopping put back the best epoch's weights
+    results = trainer.evaluate(val, return_dict=True)  # EarlyStopping restored the best weights
     baseline = mean_depth_baseline(train, val)
     print(f"\n{'':24}{'AbsRel':>10}{'RMSE':>10}{'delta<1.25':>12}")
     for name, values in (("mlxkit depth_resnet20", results), ("mean-depth baseline", baseline)):

@@ -79,8 +79,8 @@ def main() -> None:
 
     def report(epoch, logs):
         # Like the tutorial, accuracy over the whole training and test sets after each epoch.
-        train_accuracy = trainer.evaluate(x_train, y_train, batch_size=1000)["accuracy"]
-        test_accuracy = trainer.evaluate(x_test, y_test, batch_size=1000)["accuracy"]
+        _, train_accuracy = trainer.evaluate(x_train, y_train, batch_size=1000)
+        _, test_accuracy = trainer.evaluate(x_test, y_test, batch_size=1000)
         if trainer.rank == 0:
             print(
                 f"Epoch {epoch}. Loss: {logs['loss']}, Train_acc {train_accuracy}, "

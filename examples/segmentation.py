@@ -536,7 +536,7 @@ def main() -> None:
     epochs_run = len(history.epoch)
     print(f"Trained {epochs_run} epochs in {seconds:.0f} s ({seconds / epochs_run:.1f} s/epoch)")
 
-    results = trainer.evaluate(val)  # EarlyStopping put back the best epoch's weights
+    results = trainer.evaluate(val, return_dict=True)  # EarlyStopping restored the best weights
     model.eval()
     ious = {
         f"mlxkit {args.model}": class_iou(lambda x: mx.argmax(model(x), axis=-1), val),

@@ -24,7 +24,7 @@ from mlxkit.callbacks import History  # noqa: E402
 from mlxkit.checkpoint import CheckpointError, load_weights  # noqa: E402
 from mlxkit.seeding import set_seed  # noqa: E402
 from mlxkit.summary import summary  # noqa: E402
-from mlxkit.trainer import Trainer  # noqa: E402
+from mlxkit.trainer import Trainer, unpack_batch  # noqa: E402
 
 __all__ = [
     "CheckpointError",
@@ -42,4 +42,5 @@ __all__ = [
     "optimizers",
     "set_seed",
     "summary",
+    "unpack_batch",
 ]

@@ -73,9 +73,12 @@ def to_mx(tree: Any) -> Any:
 class ArrayBatches:
     """Batches over in-memory arrays `x` (and optionally `y`), following the batch-source protocol.
 
+    Batches are `(x, y)` tuples, or `(x, y, sample_weight)` when `sample_weight` is given.
+
     Args:
         x: An array or a tree (tuple/dict) of arrays with a common leading dimension.
         y: Targets, likewise, or `None`.
+        sample_weight: One weight per sample (or per loss element), or `None`.
         batch_size: Samples per batch.
         shuffle: Whether each epoch visits the samples in a fresh seeded order.
         seed: The data-order seed (`None`: 0, until a run gives one with `replace(seed=...)`).
@@ -95,6 +98,7 @@ class ArrayBatches:
         x: Any,
         y: Any = None,
         *,
+        sample_weight: Any = None,
         batch_size: int,
         shuffle: bool = False,
         seed: int | None = None,
@@ -109,7 +113,15 @@ class ArrayBatches:
                     "`x` and `y` must have the same number of samples. "
                     f"Received: {self.num} samples in x and {num_targets} in y."
                 )
+        if sample_weight is not None:
+            num_weights = num_samples(sample_weight, "sample_weight")
+            if num_weights != self.num:
+                raise ValueError(
+                    "`sample_weight` must have one entry per sample of `x`. "
+                    f"Received: {num_weights} weights for {self.num} samples."
+                )
         self.x, self.y = to_mx(x), to_mx(y)
+        self.sample_weight = None if sample_weight is None else to_mx(sample_weight)
         self.batch_size, self.shuffle, self.seed, self.drop_last = (
             batch_size,
             shuffle,
@@ -145,7 +157,7 @@ class ArrayBatches:
     def set_epoch(self, epoch: int, *, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
-    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
         order = self._indices()
         contiguous = not self.shuffle and self.shard[1] == 1
         # Otherwise the epoch's order goes to the device once, as uint32, and each batch gathers
@@ -155,7 +167,10 @@ class ArrayBatches:
         for start in range(self.start_batch * self.batch_size, stop, self.batch_size):
             rows = slice(start, start + self.batch_size)  # the last one may run past the end
             take = rows if device_order is None else device_order[rows]
-            yield _take(self.x, take), _take(self.y, take)
+            if self.sample_weight is None:
+                yield _take(self.x, take), _take(self.y, take)
+            else:
+                yield _take(self.x, take), _take(self.y, take), _take(self.sample_weight, take)
         self.start_batch = 0
 
 

@@ -9,7 +9,8 @@ A checkpoint folder holds:
   accumulation buffer, and the random key, so a mid-epoch resume continues the same epoch;
 - `callbacks.safetensors`: arrays callbacks keep (EarlyStopping's best weights);
 - `trainer.json`: format version, the loop position (`mlxkit.trainer.LoopState`: epoch, batches
-  done in the epoch, global step, data-order seed), callback states (EarlyStopping's best and
+  done in the epoch, global step, data-order seed, and the ongoing pass over the data: the epoch
+  it began in and its batches done), callback states (EarlyStopping's best and
   wait, ModelCheckpoint's top-k, History), the mlxkit and
   MLX versions and the model's class name.
 
@@ -82,12 +83,17 @@ def _loop_fields(loop: LoopState) -> dict[str, Any]:
         "global_step": loop.global_step,
         "batch_in_epoch": loop.batch_in_epoch,
         "seed": loop.seed,
+        "pass_epoch": loop.pass_epoch,
+        "batch_in_pass": loop.batch_in_pass,
     }
 
 
 def _restore_loop(loop: LoopState, meta: dict[str, Any]) -> None:
     loop.epoch, loop.global_step = meta["epoch"], meta["global_step"]
     loop.batch_in_epoch, loop.seed = meta["batch_in_epoch"], meta["seed"]
+    # Checkpoints from before passes could span epochs (0.1.0 included) began a pass each epoch.
+    loop.pass_epoch = meta.get("pass_epoch", meta["epoch"])
+    loop.batch_in_pass = meta.get("batch_in_pass", meta["batch_in_epoch"])
 
 
 def _callback_key(index: int, callback: Any) -> str:
@@ -351,6 +357,13 @@ def _check_meta_values(meta: dict[str, Any], meta_path: str) -> None:
         f"{key}={meta[key]!r} (expected an int >= 0)"
         for key in ("epoch", "global_step", "batch_in_epoch")
         if isinstance(meta[key], bool) or meta[key] < 0
+    ]
+    # Optional: absent from checkpoints written before passes could span epochs.
+    problems += [
+        f"{key}={meta[key]!r} (expected an int >= 0)"
+        for key in ("pass_epoch", "batch_in_pass")
+        if key in meta
+        and (not isinstance(meta[key], int) or isinstance(meta[key], bool) or meta[key] < 0)
     ]
     seed = meta["seed"]
     if seed is not None and (isinstance(seed, bool) or seed < 0):

@@ -38,6 +38,7 @@ __all__ = [
     "mse",
     "names",
     "sparse_categorical_crossentropy",
+    "weighted_mean",
 ]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -60,6 +61,33 @@ def _reduce(loss: mx.array, reduction: Reduction) -> mx.array:
     if reduction == "sum":
         return mx.sum(loss)
     return loss
+
+
+def weighted_mean(losses: mx.array, sample_weight: mx.array) -> mx.array:
+    """Keras's `"sum_over_batch_size"` reduction with sample weights: `sum(losses * w) / size`.
+
+    The divisor is the number of loss values, not the sum of the weights (as in Keras), so a
+    weight of 0 removes a sample's contribution and a weight of 2 doubles it. Weights with fewer
+    dimensions than `losses` (one per sample, say) broadcast over the trailing axes.
+
+    Args:
+        losses: Unreduced losses (`reduction="none"`), samples along the first axis.
+        sample_weight: One weight per sample, or one per loss value.
+
+    Returns:
+        The scalar weighted loss.
+
+    Example:
+        >>> weighted_mean(mx.array([1.0, 3.0]), mx.array([2.0, 0.0])).item()
+        1.0
+    """
+    weights = sample_weight.astype(losses.dtype)
+    if weights.ndim < losses.ndim:
+        weights = weights.reshape(weights.shape + (1,) * (losses.ndim - weights.ndim))
+    elif weights.ndim > losses.ndim:
+        # A (batch, 1) column of weights against one loss per sample.
+        weights = weights.reshape(weights.shape[: losses.ndim])
+    return mx.sum(losses * weights) / losses.size
 
 
 def _check_same_shape(function: str, outputs: mx.array, targets: mx.array) -> None:

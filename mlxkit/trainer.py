@@ -18,6 +18,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from typing import Any, Literal
 from mlxkit import _blas
 from mlxkit import losses as losses_module
 from mlxkit import metrics as metrics_module
+from mlxkit import optimizers as optimizers_module
 from mlxkit._batches import ArrayBatches, flat_items, is_array_tree, num_samples, to_float, to_mx
 from mlxkit._pipelining import PipelineMode, StepPipeline
 from mlxkit._validation import check_int
@@ -40,7 +42,8 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_map, tree_unflatten
 
-Batch = tuple[Any, Any]
+# (inputs, targets) or (inputs, targets, sample_weight).
+Batch = tuple[Any, ...]
 
 
 @dataclass
@@ -57,6 +60,10 @@ class LoopState:
         global_step: Batches trained since the first `fit`, across epochs and `fit` calls.
         seed: The data-order seed of the run.
         stop_training: Set (by a callback, say) to stop after the current batch.
+        pass_epoch: The epoch the ongoing pass over the training data began in; the pass visits
+            the data in that epoch's order. Equal to `epoch` unless `steps_per_epoch` differs
+            from the data's length: then, as in Keras, one pass runs on across epochs.
+        batch_in_pass: Batches of the ongoing pass already trained.
 
     Example:
         >>> state = LoopState(epoch=2, batch_in_epoch=3, global_step=19, seed=0)
@@ -69,6 +76,8 @@ class LoopState:
     global_step: int = 0
     seed: int | None = None
     stop_training: bool = False
+    pass_epoch: int = 0
+    batch_in_pass: int = 0
 
 
 class Trainer:
@@ -78,7 +87,8 @@ class Trainer:
 
     Args:
         model: Any `mlx.nn.Module`.
-        optimizer: Any `mlx.optimizers.Optimizer`.
+        optimizer: Any `mlx.optimizers.Optimizer`, or a Keras name (`"adam"`, `"sgd"`,
+            `"adamw"`, `"rmsprop"`, ...: see `mlxkit.optimizers.get`), which gets Keras's defaults.
         loss: A callable `(outputs, targets) -> scalar`, or a name from `mlxkit.losses`
             (`"cross_entropy"`, `"mse"`, `"depth_loss"`, ...).
         metrics: `mlxkit.metrics.Metric` objects or their names (`"accuracy"`, `"mae"`, ...).
@@ -115,7 +125,7 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        optimizer: optim.Optimizer,
+        optimizer: optim.Optimizer | str,
         loss: str | Callable[[Any, Any], mx.array],
         metrics: list[str | metrics_module.Metric] | None = None,
         *,
@@ -131,11 +141,7 @@ class Trainer:
             raise TypeError(
                 f"`model` must be an mlx.nn.Module. Received: model of type {type(model).__name__}"
             )
-        if not isinstance(optimizer, optim.Optimizer):
-            raise TypeError(
-                "`optimizer` must be an mlx.optimizers.Optimizer. "
-                f"Received: optimizer of type {type(optimizer).__name__}"
-            )
+        optimizer = optimizers_module.get(optimizer)
         if clip_grad_norm is not None and not clip_grad_norm > 0:
             raise ValueError(
                 f"`clip_grad_norm` must be a positive number or None. "
@@ -176,6 +182,9 @@ class Trainer:
             self.gradient_buffer["grads"] = tree_map(mx.zeros_like, model.trainable_parameters())
 
         self.loop = LoopState()
+        # Set (from a callback) to end the running evaluate / predict after the current batch.
+        self.stop_evaluating = False
+        self.stop_predicting = False
         self.epochs = 0
         self.steps_per_epoch: int | None = None
         self.history = History()
@@ -227,9 +236,25 @@ class Trainer:
         return "learning_rate" in getattr(self.optimizer, "_schedulers", {})
 
     # ------------------------------------------------------------------ override points
-    def compute_loss(self, outputs: Any, targets: Any) -> mx.array:
-        """The scalar loss of one batch (default: the `loss` given to the constructor)."""
-        return self.loss(outputs, targets)
+    def compute_loss(self, outputs: Any, targets: Any, sample_weight: Any = None) -> mx.array:
+        """The scalar loss of one batch (default: the `loss` given to the constructor).
+
+        With `sample_weight` (from `fit(sample_weight=, class_weight=)` or `(x, y, w)` batches),
+        the loss is computed per item (`reduction="none"`) and reduced as Keras does,
+        `sum(loss * w) / size` (`mlxkit.losses.weighted_mean`). The steps pass `sample_weight`
+        only when a batch has weights, so an override taking `(outputs, targets)` keeps working
+        for unweighted data.
+        """
+        if sample_weight is None:
+            return self.loss(outputs, targets)
+        return losses_module.weighted_mean(
+            self.loss(outputs, targets, reduction="none"), sample_weight
+        )
+
+    def _batch_loss(self, outputs: Any, targets: Any, sample_weight: Any) -> mx.array:
+        if sample_weight is None:
+            return self.compute_loss(outputs, targets)
+        return self.compute_loss(outputs, targets, sample_weight)
 
     def forward(self, x: Any) -> Any:
         """Calls the model on a batch's inputs; a tuple of inputs is passed as positional args."""
@@ -243,17 +268,18 @@ class Trainer:
         `compiled_state()` with any extra module or optimizer it updates.
 
         Args:
-            batch: `(inputs, targets)` MLX arrays (or trees of them).
+            batch: `(inputs, targets)` or `(inputs, targets, sample_weight)` MLX arrays (or
+                trees of them); `unpack_batch` splits either.
             update: With `accumulate_steps=k`, `False` for the first k - 1 batches of each
                 window: their gradients are only accumulated. Pass it on to `apply_gradients`.
                 The Trainer passes it only when `accumulate_steps > 1`, so an override may leave
                 it out otherwise.
         """
-        x, y = batch
+        x, y, sample_weight = unpack_batch(batch)
 
         def loss_fn(x, y):
             outputs = self.forward(x)
-            return self.compute_loss(outputs, y), outputs
+            return self._batch_loss(outputs, y, sample_weight), outputs
 
         (loss, outputs), grads = nn.value_and_grad(self.model, loss_fn)(x, y)
         self.apply_gradients(grads, update=update)
@@ -262,9 +288,9 @@ class Trainer:
 
     def test_step(self, batch: Batch) -> mx.array:
         """Computes the loss and updates the metrics on `batch` in inference mode."""
-        x, y = batch
+        x, y, sample_weight = unpack_batch(batch)
         outputs = self.forward(x)
-        loss = self.compute_loss(outputs, y)
+        loss = self._batch_loss(outputs, y, sample_weight)
         self.update_metrics(loss, outputs, y)
         return loss
 
@@ -385,11 +411,17 @@ class Trainer:
         if isinstance(batch, tuple) and len(batch) in (1, 2):
             x, y = (batch[0], None) if len(batch) == 1 else batch
             return to_mx(x), to_mx(y)
+        if isinstance(batch, tuple) and len(batch) == 3:
+            x, y, sample_weight = batch
+            if sample_weight is None:
+                return to_mx(x), to_mx(y)
+            return to_mx(x), to_mx(y), to_mx(sample_weight)
         if is_array_tree(batch):
             return to_mx(batch), None
         raise TypeError(
-            "A batch must be an (inputs, targets) tuple, an array, or a dict with `inputs=` / "
-            f"`targets=` keys. Received: a batch of type {type(batch).__name__}"
+            "A batch must be an (inputs, targets) or (inputs, targets, sample_weight) tuple, an "
+            "array, or a dict with `inputs=` / `targets=` keys. "
+            f"Received: a batch of type {type(batch).__name__}"
         )
 
     def _source(
@@ -399,6 +431,7 @@ class Trainer:
         *,
         argument: str,
         batch_size: int,
+        sample_weight: Any = None,
         shuffle: bool = False,
         drop_last: bool = False,
         shard: bool = False,
@@ -412,11 +445,21 @@ class Trainer:
         """
         source: BatchSource
         if is_array_tree(x):
-            source = ArrayBatches(x, y, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
-        elif y is not None:
+            source = ArrayBatches(
+                x,
+                y,
+                sample_weight=sample_weight,
+                batch_size=batch_size,
+                shuffle=shuffle,
+                drop_last=drop_last,
+            )
+        elif y is not None or sample_weight is not None:
+            given = "y" if y is not None else "sample_weight"
             raise ValueError(
-                f"`y` is only for array inputs; the batches of `{argument}` carry their targets. "
-                f"Received: {argument} of type {type(x).__name__} and y of type {type(y).__name__}"
+                f"`{given}` is only for array inputs; the batches of `{argument}` carry their "
+                f"targets (and weights, as (x, y, sample_weight) tuples). Received: {argument} of "
+                f"type {type(x).__name__} and {given} of type "
+                f"{type(y if y is not None else sample_weight).__name__}"
             )
         elif isinstance(x, BatchSource):
             source = x.replace()
@@ -458,52 +501,73 @@ class Trainer:
         validation_split: float = 0.0,
         validation_freq: int | list[int] = 1,
         shuffle: bool = True,
+        class_weight: Mapping[int, float] | None = None,
+        sample_weight: Any = None,
         initial_epoch: int = 0,
         steps_per_epoch: int | None = None,
         callbacks: list[Callback] | None = None,
         verbose: Literal["auto", 0, 1, 2] = "auto",
         seed: int | None = None,
-        drop_last: bool = True,
+        drop_last: bool = False,
         resume_from: str | os.PathLike | None = None,
     ) -> History:
-        """Trains the model for `epochs` epochs and returns the `History`.
+        """Trains the model for `epochs` epochs and returns this run's `History`.
 
         Args:
             x: Input arrays (with `y`), or a re-iterable source of batches: an `mlxkit.data.Stream`,
-                a list of `(x, y)` tuples or dicts. `fit` trains on a copy configured for the run
-                (seed, shard): the object passed is not changed.
+                a list of `(x, y)` / `(x, y, sample_weight)` tuples or of dicts. `fit` trains on a
+                copy configured for the run (seed, shard): the object passed is not changed.
             y: Target arrays, when `x` is arrays.
             batch_size: Samples per batch, when `x` is arrays.
             epochs: The epoch to stop at (Keras semantics: with `initial_epoch=2, epochs=5`, three
                 epochs run).
-            validation_data: `(x_val, y_val)` arrays or a batch source, evaluated at epoch ends.
-            validation_split: Fraction of the arrays, taken from the end before shuffling, held out
-                for validation.
+            validation_data: `(x_val, y_val)` or `(x_val, y_val, val_sample_weight)` arrays, or a
+                batch source, evaluated at epoch ends.
+            validation_split: Fraction of the arrays (and of `sample_weight`), taken from the end
+                before shuffling, held out for validation; the first
+                `floor(samples * (1 - validation_split))` samples train (Keras's rounding).
             validation_freq: Validate every this many epochs, or at the listed (1-based) epochs.
-            shuffle: Visit the training arrays in a fresh seeded order each epoch.
+                On other epochs the logs have no `val_` keys.
+            shuffle: Visit the training arrays in a fresh seeded order each pass.
+            class_weight: `{class_index: weight}` (Keras semantics): each sample's loss is weighted
+                by the weight of its class, the target (its argmax for one-hot targets); classes
+                not listed weigh 1. Applies to training only. Not with `sample_weight`.
+            sample_weight: One weight per training sample (or per loss value), for array inputs;
+                batch sources carry weights as `(x, y, sample_weight)` batches. The loss is
+                `sum(loss * weight) / size` per batch, Keras's default reduction; the metrics are
+                not weighted.
             initial_epoch: The epoch to start from.
-            steps_per_epoch: Batches per epoch (default: all of them).
-            callbacks: `mlxkit.callbacks.Callback` objects. `History` and a `ProgressBar` are added.
+            steps_per_epoch: Batches per epoch (default: all of them). As in Keras, one pass over
+                the data runs on across epochs: with 20 batches and `steps_per_epoch=9`, epochs
+                train batches 1-9, 10-18, then 19-20 (with a warning that the data ran out), then
+                a new pass starts.
+            callbacks: `mlxkit.callbacks.Callback` objects. A new `History` (unless one is given)
+                and a `ProgressBar` are added.
             verbose: `"auto"` (a bar on a terminal, a line per epoch otherwise), `0` (silent), `1`
                 (bar) or `2` (line per epoch).
             seed: Seeds the data order and `mx.random` (dropout) for a reproducible run. With
                 `None`, a batch source that has its own `seed` (an `mlxkit.data.Stream`) keeps it.
-            drop_last: Drop the last partial training batch, so the compiled step keeps one shape.
+            drop_last: Drop the last partial training batch of array inputs. The default, `False`,
+                trains it (as Keras does), at the cost of one more compiled shape.
             resume_from: A checkpoint folder (`save_checkpoint`, `ModelCheckpoint`) to resume
                 from, mid-epoch included. When `None`, a `BackupAndRestore` callback's backup, if
                 one exists, is resumed from.
 
         Returns:
-            The `History`, whose `.history` maps `"loss"`, each metric and their `"val_"` twins to
-            per-epoch floats.
+            A `History` for this call (as in Keras, each `fit` returns a new one; a resumed run's
+            also holds the checkpoint's epochs). Its `.history` maps `"loss"`, each metric and
+            their `"val_"` twins to per-epoch floats; `.params` is `{"verbose", "epochs",
+            "steps"}`.
         """
         check_int(batch_size, "batch_size")
         check_int(epochs, "epochs", minimum=0)
+        check_int(initial_epoch, "initial_epoch", minimum=0)
         if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
             raise ValueError(
                 f"`validation_split` must be a number in [0, 1). "
                 f"Received: validation_split={validation_split!r}"
             )
+        _check_validation_freq(validation_freq)
         if steps_per_epoch is not None:
             check_int(steps_per_epoch, "steps_per_epoch")
         if verbose not in ("auto", 0, 1, 2):
@@ -513,6 +577,15 @@ class Trainer:
                 "Pass `validation_data` or `validation_split`, not both. "
                 f"Received: validation_split={validation_split!r} and validation_data"
             )
+        class_table = _class_weight_table(class_weight)
+        if class_table is not None and sample_weight is not None:
+            raise ValueError(
+                "You cannot pass `class_weight` and `sample_weight` at the same time (as in "
+                "Keras): fold the class weights into `sample_weight`."
+            )
+        if class_table is not None or sample_weight is not None:
+            self._check_weighted_loss("sample_weight" if class_table is None else "class_weight")
+        self._check_trainable()
 
         if seed is not None:
             mx.random.seed(seed)
@@ -522,21 +595,22 @@ class Trainer:
                     "`validation_split` needs array inputs; for a batch source pass "
                     f"`validation_data`. Received: x of type {type(x).__name__}"
                 )
-            total = num_samples(x, "x")
-            cut = total - math.ceil(total * validation_split)
-            if cut <= 0:
-                raise ValueError(
-                    f"`validation_split={validation_split}` leaves no training samples "
-                    f"out of {total}."
-                )
-            x, validation_data = _split(x, y, cut)
-            y = None if y is None else _slice(y, 0, cut)
+            (x, y, sample_weight), validation_data = _train_validation_split(
+                (x, y, sample_weight), validation_split
+            )
+        if class_table is not None and is_array_tree(x):
+            # Arrays get their weights once, as Keras's array adapter does; batch sources per batch.
+            if y is None:
+                raise ValueError("`class_weight` needs targets: pass `y` with the arrays `x`.")
+            sample_weight = _class_sample_weights(to_mx(y), class_table)
+            class_table = None
 
         train = self._source(
             x,
             y,
             argument="x",
             batch_size=batch_size,
+            sample_weight=sample_weight,
             shuffle=shuffle,
             drop_last=drop_last,
             shard=True,
@@ -544,19 +618,27 @@ class Trainer:
         validation = None
         if validation_data is not None:
             validation = self._validation_source(validation_data, batch_size)
+        self.steps_per_epoch = steps_per_epoch or _length(train)
 
-        callback_list = [self.history, *(callbacks or [])]
+        # A new History per call, as Keras: an earlier fit's History keeps its record.
+        given = [c for c in callbacks or [] if isinstance(c, History)]
+        self.history = given[0] if given else History()
+        callback_list = [*([] if given else [self.history]), *(callbacks or [])]
         modes: dict[Any, Literal["auto", "bar", "line"]] = {"auto": "auto", 1: "bar", 2: "line"}
         mode = modes.get(verbose) if self.is_main_process else None
         if mode is not None and not any(isinstance(c, ProgressBar) for c in callback_list):
             callback_list.append(ProgressBar(mode))
-        self.callbacks = CallbackList(callback_list, self)
+        params = {"verbose": verbose, "epochs": epochs, "steps": self.steps_per_epoch}
+        self.callbacks = CallbackList(callback_list, self, params=params)
         self.epochs = epochs
         if seed is None:
             # A batch source that carries its own seed keeps its order.
             seed = train.seed if train.seed is not None else random.SystemRandom().randrange(2**31)
-        self.loop.epoch, self.loop.batch_in_epoch, self.loop.seed = initial_epoch, 0, seed
-        self.loop.stop_training = False
+        loop = self.loop
+        loop.epoch, loop.batch_in_epoch, loop.seed = initial_epoch, 0, seed
+        # Each fit starts a new pass over its data (Keras builds a new EpochIterator per fit).
+        loop.pass_epoch, loop.batch_in_pass = initial_epoch, 0
+        loop.stop_training = False
         if resume_from is None:
             from mlxkit.callbacks.checkpointing import BackupAndRestore
 
@@ -569,18 +651,18 @@ class Trainer:
 
             load_checkpoint(self, resume_from)
         train = train.replace(seed=self.loop.seed)  # the checkpoint's seed, after a resume
-        self.steps_per_epoch = steps_per_epoch or _length(train)
 
         self._check_first_batch(train)
         _blas.advise_once()
         if self.group is not None:
             self._synchronize_parameters()
         self.model.train()
+        passes = _Passes(train, steps_per_epoch, self.loop)
         self.callbacks.call("on_train_begin", None)
         epoch_logs: dict[str, float] = {}
         while self.loop.epoch < epochs and not self.loop.stop_training:
             try:
-                epoch_logs = self._fit_epoch(train, validation, validation_freq, steps_per_epoch)
+                epoch_logs = self._fit_epoch(passes, class_table, validation, validation_freq)
             except RuntimeError as error:
                 if self.group is None:
                     raise
@@ -594,12 +676,11 @@ class Trainer:
         self.callbacks.call("on_train_end", epoch_logs)
         return self.history
 
-    def _fit_epoch(self, train, validation, validation_freq, steps_per_epoch) -> dict[str, float]:
+    def _fit_epoch(self, passes, class_table, validation, validation_freq) -> dict[str, float]:
         loop = self.loop
         epoch, first_batch = loop.epoch, loop.batch_in_epoch
         if first_batch == 0:
             self._reset_metrics()
-        batches = self._epoch_batches(train, epoch, first_batch)
         self.callbacks.call("on_epoch_begin", epoch, None)
         batch_begin = self.callbacks.wants("on_train_batch_begin")
         batch_end = self.callbacks.wants("on_train_batch_end")
@@ -609,19 +690,21 @@ class Trainer:
         step = first_batch
         state = self.compiled_state()
         self.pipeline.start_epoch()
-        for raw in batches:
-            if steps_per_epoch is not None and step >= steps_per_epoch:
-                break
+        for raw in passes.epoch_batches():
             if batch_begin:
                 self.callbacks.call("on_train_batch_begin", step, logs)
             update = (loop.global_step + 1) % self.accumulate_steps == 0
             step_fn = self._step("train" if update else "train_accumulate")
-            step_fn(self._unpack(raw))
+            batch = self._unpack(raw)
+            if class_table is not None:
+                batch = _with_class_weights(batch, class_table)
+            step_fn(batch)
             # Evaluate the step, or queue it and wait for the one before (see StepPipeline).
             self.pipeline.step_built(state, self.loss_state["sums"])
             step += 1
             loop.global_step += 1
             loop.batch_in_epoch = step
+            loop.batch_in_pass += 1
             if batch_end:
                 logs = LazyLogs(self._logs)
                 self.callbacks.call("on_train_batch_end", step - 1, logs)
@@ -632,10 +715,7 @@ class Trainer:
         mx.eval(self.compiled_state())
         seconds = time.perf_counter() - start_time
         if step == 0:
-            raise ValueError(
-                "The training data yielded no batch in this epoch. With drop_last=True every batch "
-                "must be full: is batch_size larger than the dataset?"
-            )
+            raise ValueError("The training data yielded no batch in this epoch: is it empty?")
         epoch_logs = self._logs(synchronize=True)
         self._report_bad_loss(epoch)
         epoch_logs["learning_rate"] = to_float(self.optimizer.learning_rate)
@@ -646,8 +726,11 @@ class Trainer:
         if validation is not None and _due(epoch, validation_freq):
             val_logs = self._evaluate(validation, self.callbacks)
             epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
-        # The epoch is complete: a checkpoint written from here on resumes at the next one.
+        # The epoch is complete: a checkpoint written from here on resumes at the next one, in
+        # the same pass over the data unless this one ended.
         loop.epoch, loop.batch_in_epoch = epoch + 1, 0
+        if passes.pass_ended:
+            passes.start_new_pass(epoch + 1)
         self.callbacks.call("on_epoch_end", epoch, epoch_logs)
         if self.group is not None:
             votes = mx.distributed.all_sum(mx.array(int(loop.stop_training)), group=self.group)
@@ -670,12 +753,52 @@ class Trainer:
         mx.eval(self.model.parameters())
 
     def _validation_source(self, validation_data: Any, batch_size: int) -> BatchSource:
-        pair = isinstance(validation_data, tuple) and len(validation_data) == 2
-        if pair and is_array_tree(validation_data[0]):
-            x, y = validation_data
+        parts = isinstance(validation_data, tuple) and len(validation_data) in (2, 3)
+        if parts and is_array_tree(validation_data[0]):
+            x, y, sample_weight = unpack_batch(validation_data)
         else:
-            x, y = validation_data, None
-        return self._source(x, y, argument="validation_data", batch_size=batch_size, shard=True)
+            x, y, sample_weight = validation_data, None, None
+        if sample_weight is not None:
+            self._check_weighted_loss("validation_data")
+        return self._source(
+            x,
+            y,
+            argument="validation_data",
+            batch_size=batch_size,
+            sample_weight=sample_weight,
+            shard=True,
+        )
+
+    def _check_weighted_loss(self, argument: str) -> None:
+        """Refuses weights that the loss cannot apply, before anything is compiled."""
+        if type(self).compute_loss is not Trainer.compute_loss:
+            return  # an override receives `sample_weight` and applies it itself
+        try:
+            parameters = inspect.signature(self.loss).parameters.values()
+        except (TypeError, ValueError):
+            return
+        if not any(p.name == "reduction" or p.kind is p.VAR_KEYWORD for p in parameters):
+            raise ValueError(
+                f"`{argument}` weights the loss per sample, so the loss must accept "
+                "`reduction='none'` and return one value per sample (every mlxkit.losses function "
+                "does). Give the loss a `reduction` argument, or override "
+                "`Trainer.compute_loss(outputs, targets, sample_weight)`. "
+                f"Received: loss={self.loss!r}"
+            )
+
+    def _check_trainable(self) -> None:
+        """Refuses a model with nothing to train (MLX would fail inside `value_and_grad`)."""
+        if type(self).train_step is not Trainer.train_step:
+            return  # a custom step may train other modules (a GAN's discriminator, say)
+        if not flat_items(self.model.trainable_parameters()):
+            total = len(flat_items(self.model.parameters()))
+            raise ValueError(
+                "The model has no trainable parameters: all of them are frozen (by "
+                "`model.freeze()`, say), so fit has nothing to train. Unfreeze the layers that "
+                "should train (`model.unfreeze()`, or `model.layer.unfreeze()` for one layer) "
+                f"before fit. Received: model of type {type(self.model).__name__} with 0 "
+                f"trainable of {total} parameter arrays."
+            )
 
     def _check_first_batch(self, source: BatchSource) -> None:
         """Validates the batch structure before anything is compiled or trained."""
@@ -688,7 +811,8 @@ class Trainer:
         if isinstance(source, IterableBatches) and isinstance(source.batches, (list, tuple)):
             if not source.batches:
                 raise ValueError("`x` is an empty list of batches.")
-            self._unpack(source.batches[0])
+            if len(self._unpack(source.batches[0])) == 3:
+                self._check_weighted_loss("x")  # (x, y, sample_weight) batches
 
     # ------------------------------------------------------------------ evaluate / predict
     def evaluate(
@@ -697,21 +821,44 @@ class Trainer:
         y: Any = None,
         *,
         batch_size: int = 32,
+        sample_weight: Any = None,
         callbacks: list[Callback] | None = None,
-    ) -> dict[str, float]:
+        return_dict: bool = False,
+    ) -> float | list[float] | dict[str, float]:
         """Returns the loss and metrics over all of `x` (the last partial batch included).
 
-        `callbacks` serve this call only (as in Keras): the callbacks of the last `fit`, which
-        checkpoints save, stay in place.
+        As in Keras: the loss alone (a float) when the trainer has no metrics, else the list
+        `[loss, *metrics]` in the order the metrics were given; with `return_dict=True`, a dict
+        keyed by name. `callbacks` serve this call only: the callbacks of the last `fit`, which
+        checkpoints save, stay in place. A callback can end the evaluation after the current
+        batch with `trainer.stop_evaluating = True`.
+
+        Args:
+            x: Input arrays (with `y`), or a re-iterable source of batches.
+            y: Target arrays, when `x` is arrays.
+            batch_size: Samples per batch, when `x` is arrays.
+            sample_weight: One weight per sample (arrays only), weighting the loss as in `fit`.
+            callbacks: Callbacks for this call.
+            return_dict: Return `{"loss": ..., metric name: ...}` instead of a float or list.
 
         Example:
-            >>> results = trainer.evaluate(x_test, y_test)
+            >>> loss, accuracy = trainer.evaluate(x_test, y_test)
+            >>> results = trainer.evaluate(x_test, y_test, return_dict=True)
             >>> {name: round(value, 4) for name, value in results.items()}
             {'loss': 0.4929, 'accuracy': 0.7812}
         """
         check_int(batch_size, "batch_size")
-        batches = self._source(x, y, argument="x", batch_size=batch_size, shard=True)
-        return self._evaluate(batches, CallbackList(callbacks or [], self))
+        if sample_weight is not None:
+            self._check_weighted_loss("sample_weight")
+        batches = self._source(
+            x, y, argument="x", batch_size=batch_size, sample_weight=sample_weight, shard=True
+        )
+        logs = self._evaluate(batches, CallbackList(callbacks or [], self))
+        if return_dict:
+            return logs
+        # Keras's order: the loss, then the metrics as given.
+        values = list(logs.values())
+        return values[0] if len(values) == 1 else values
 
     def _evaluate(self, batches: BatchSource, callbacks: CallbackList) -> dict[str, float]:
         # Evaluation may run mid-fit (validation, or a callback calling evaluate): it leaves the
@@ -724,6 +871,7 @@ class Trainer:
         step_fn = self._step("test")
         wants_begin = callbacks.wants("on_test_batch_begin")
         wants_end = callbacks.wants("on_test_batch_end")
+        self.stop_evaluating = False
         for index, raw in enumerate(self._epoch_batches(batches, 0)):
             if wants_begin:
                 callbacks.call("on_test_batch_begin", index, None)
@@ -731,6 +879,8 @@ class Trainer:
             mx.async_eval(self.loss_state, [m.state for m in self.metrics])
             if wants_end:
                 callbacks.call("on_test_batch_end", index, LazyLogs(self._logs))
+            if self.stop_evaluating:
+                break
         logs = self._logs(synchronize=True)
         callbacks.call("on_test_end", logs)
         self._restore_running_state(saved)
@@ -742,7 +892,8 @@ class Trainer:
     ) -> Any:
         """Returns the model's outputs on all of `x`, concatenated (a tree for multi-output models).
 
-        `callbacks` serve this call only (as in Keras).
+        `callbacks` serve this call only (as in Keras); one can end the prediction after the
+        current batch with `trainer.stop_predicting = True` (the outputs so far are returned).
 
         Example:
             >>> probabilities = mx.softmax(trainer.predict(x_test), axis=-1)
@@ -757,6 +908,7 @@ class Trainer:
         step_fn = self._step("predict")
         callback_list.call("on_predict_begin", None)
         outputs = []
+        self.stop_predicting = False
         # Epoch 0 each call: the same order on every call, as evaluate.
         for index, raw in enumerate(self._epoch_batches(batches, 0)):
             callback_list.call("on_predict_batch_begin", index, None)
@@ -764,6 +916,8 @@ class Trainer:
             outputs.append(step_fn(batch))
             mx.async_eval(outputs[-1])
             callback_list.call("on_predict_batch_end", index, None)
+            if self.stop_predicting:
+                break
         callback_list.call("on_predict_end", None)
         self.model.train(was_training)
         if not outputs:
@@ -853,6 +1007,26 @@ class Trainer:
         load_checkpoint(self, path)
 
 
+def unpack_batch(batch: Any) -> tuple[Any, Any, Any]:
+    """Splits a batch into `(inputs, targets, sample_weight)`, Keras's `unpack_x_y_sample_weight`.
+
+    For overrides of `train_step` / `test_step`: a batch is `(x, y)`, or `(x, y, sample_weight)`
+    when the data has weights; missing parts are `None`.
+
+    Example:
+        >>> x, y, sample_weight = unpack_batch((mx.zeros((2, 3)), mx.zeros((2,))))
+        >>> sample_weight is None
+        True
+    """
+    if isinstance(batch, tuple) and len(batch) == 3:
+        return batch
+    if isinstance(batch, tuple) and len(batch) == 2:
+        return batch[0], batch[1], None
+    if isinstance(batch, tuple) and len(batch) == 1:
+        return batch[0], None, None
+    return batch, None, None
+
+
 def _zero_loss_state() -> dict[str, mx.array]:
     return {
         "sums": mx.zeros((2,), dtype=mx.float32),
@@ -889,7 +1063,150 @@ def _slice(tree: Any, start: int, stop: int | None) -> Any:
     return tree_map(lambda a: a[start:stop], tree, is_leaf=lambda v: isinstance(v, np.ndarray))
 
 
-def _split(x: Any, y: Any, cut: int) -> tuple[Any, tuple[Any, Any]]:
-    """Keras's validation_split: the last samples, before any shuffling, are held out."""
-    validation = (_slice(x, cut, None), None if y is None else _slice(y, cut, None))
-    return _slice(x, 0, cut), validation
+def _train_validation_split(arrays: tuple[Any, ...], validation_split: float) -> tuple[Any, Any]:
+    """Keras's `train_validation_split`: the last samples, before any shuffling, are held out.
+
+    The first `floor(samples * (1 - validation_split))` samples train, exactly Keras's rounding.
+    `arrays` is `(x, y, sample_weight)`, any of which but `x` may be `None`.
+    """
+    total = num_samples(arrays[0], "x")
+    split_at = math.floor(total * (1.0 - validation_split))
+    if split_at == 0 or split_at == total:
+        raise ValueError(
+            f"Training data contains {total} samples, which is not sufficient to split it into a "
+            f"validation and training set as specified by `validation_split={validation_split}`. "
+            "Either provide more data, or a different value for the `validation_split` argument."
+        )
+    train = tuple(None if a is None else _slice(a, 0, split_at) for a in arrays)
+    validation = tuple(None if a is None else _slice(a, split_at, None) for a in arrays)
+    return train, validation
+
+
+def _check_validation_freq(validation_freq: Any) -> None:
+    def positive(value: Any) -> bool:
+        is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        return is_int and bool(value > 0)
+
+    if positive(validation_freq):
+        return
+    if isinstance(validation_freq, (list, tuple)) and all(positive(v) for v in validation_freq):
+        return
+    raise ValueError(
+        "`validation_freq` must be a positive int (validate every that many epochs) or a list of "
+        f"1-based epochs to validate at. Received: validation_freq={validation_freq!r}"
+    )
+
+
+def _class_weight_table(class_weight: Any) -> mx.array | None:
+    """`{class_index: weight}` as a lookup table (index -> weight; unlisted classes weigh 1)."""
+    if class_weight is None:
+        return None
+    if not isinstance(class_weight, Mapping):
+        raise ValueError(
+            "`class_weight` must be a dict mapping class indices to weights. "
+            f"Received: class_weight={class_weight!r} of type {type(class_weight).__name__}"
+        )
+    weights: dict[int, float] = {}
+    for key, value in class_weight.items():
+        try:
+            index = int(key)
+        except (TypeError, ValueError):
+            index = -1
+        if isinstance(key, bool) or index < 0:
+            raise ValueError(
+                "`class_weight` must be a dict with class indices (ints >= 0) as keys. "
+                f"Received: an invalid key {key!r} of type {type(key).__name__}"
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            raise ValueError(
+                f"`class_weight` values must be numbers. Received: class_weight[{key!r}]={value!r}"
+            )
+        weights[index] = float(value)
+    table = np.ones(max(weights, default=-1) + 1, dtype=np.float32)
+    for index, value in weights.items():
+        table[index] = value
+    return mx.array(table)
+
+
+def _class_sample_weights(targets: mx.array, table: mx.array) -> mx.array:
+    """Each sample's class weight, Keras's `class_weight_to_sample_weights`: the class is the
+    target, rounded, or the argmax of a one-hot target row; classes not in the table weigh 1."""
+    if not isinstance(targets, mx.array) or targets.ndim > 2:
+        shape = getattr(targets, "shape", None)
+        raise ValueError(
+            "`class_weight` needs one target per sample: class indices of shape (samples,) or "
+            f"(samples, 1), or one-hot rows (samples, classes). Received: targets of shape {shape}"
+        )
+    if targets.ndim == 2:
+        targets = mx.argmax(targets, axis=-1) if targets.shape[-1] != 1 else targets[:, 0]
+    classes = mx.round(targets.astype(mx.float32)).astype(mx.int32)
+    if table.size == 0:
+        return mx.ones(classes.shape, dtype=mx.float32)
+    known = (classes >= 0) & (classes < table.size)
+    return mx.where(known, table[mx.clip(classes, 0, table.size - 1)], 1.0)
+
+
+def _with_class_weights(batch: Batch, table: mx.array) -> Batch:
+    """A batch source's batch with its class weights as sample weights."""
+    x, y, sample_weight = unpack_batch(batch)
+    if sample_weight is not None:
+        raise ValueError(
+            "You cannot use `class_weight` with batches that carry sample weights (x, y, "
+            "sample_weight), as in Keras: fold the class weights into the sample weights."
+        )
+    return x, y, _class_sample_weights(y, table)
+
+
+class _Passes:
+    """Keras's `EpochIterator` for `fit`: which batches each epoch trains.
+
+    One pass over the training data runs on across epochs when `steps_per_epoch` is shorter than
+    it, and an epoch that reaches the end of the data stops there (with Keras's warning when
+    `steps_per_epoch` asked for more); the next epoch starts a new pass, in the order of the
+    epoch it starts in. The position lives in the loop state (`pass_epoch`, `batch_in_pass`), so a
+    checkpoint resumes mid-pass; the live iterator is kept between the epochs of one `fit`.
+    """
+
+    def __init__(self, source: BatchSource, steps_per_epoch: int | None, loop: LoopState):
+        self.source, self.steps_per_epoch, self.loop = source, steps_per_epoch, loop
+        self.num_batches = _length(source)
+        self.iterator: Iterator[Any] | None = None
+        self.pass_ended = False
+
+    def start_new_pass(self, epoch: int) -> None:
+        self.loop.pass_epoch, self.loop.batch_in_pass = epoch, 0
+        self.iterator, self.pass_ended = None, False
+
+    def epoch_batches(self) -> Iterator[Any]:
+        """The current epoch's batches; the caller counts each trained one in the loop state."""
+        loop, steps = self.loop, self.steps_per_epoch or self.num_batches
+        while steps is None or loop.batch_in_epoch < steps:
+            if self.num_batches is not None and loop.batch_in_pass >= self.num_batches:
+                self.pass_ended = True
+                break
+            if self.iterator is None:
+                self.source.set_epoch(loop.pass_epoch, start_batch=loop.batch_in_pass)
+                self.iterator = iter(self.source)
+            try:
+                batch = next(self.iterator)
+            except StopIteration:
+                if loop.batch_in_epoch == 0 and loop.batch_in_pass > 0 and self.steps_per_epoch:
+                    # A source of unknown length ended with the previous epoch: start over.
+                    self.start_new_pass(loop.epoch)
+                    continue
+                self.pass_ended = True
+                break
+            yield batch
+        else:
+            known = self.num_batches is not None
+            self.pass_ended = known and loop.batch_in_pass >= (self.num_batches or 0)
+            return
+        if self.steps_per_epoch is not None and loop.batch_in_epoch < self.steps_per_epoch:
+            warnings.warn(
+                f"Your input ran out of data: epoch {loop.epoch + 1} trained "
+                f"{loop.batch_in_epoch} of steps_per_epoch={self.steps_per_epoch} batches. As in "
+                "Keras, the next epoch starts a new pass over the data; make steps_per_epoch "
+                "divide the number of batches to keep epochs equal.",
+                UserWarning,
+                stacklevel=4,
+            )

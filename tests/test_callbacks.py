@@ -226,7 +226,8 @@ def test_epoch_logs_hold_learning_rate_throughput_and_memory():
         peak >= active > 0 for peak, active in zip(h["peak_memory_mb"], h["active_memory_mb"])
     )
     # The logged validation loss is what evaluate computes on the same weights.
-    assert trainer.evaluate(*VALIDATION)["loss"] == pytest.approx(h["val_loss"][-1], rel=1e-6)
+    loss, _ = trainer.evaluate(*VALIDATION)  # [loss, accuracy], as in Keras
+    assert loss == pytest.approx(h["val_loss"][-1], rel=1e-6)
 
 
 # ---------------------------------------------------------------------------- History, ProgressBar
@@ -248,11 +249,15 @@ def test_history_is_returned_and_plots_a_png(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         History().plot(tmp_path / "empty.png")
 
-    # Another fit from scratch starts a new record; initial_epoch > 0 continues this one.
-    fit(trainer, epochs=2)
-    assert history.epoch == [0, 1] and len(history.history["loss"]) == 2
-    fit(trainer, epochs=4, initial_epoch=2)
-    assert history.epoch == [0, 1, 2, 3] and len(history.history["loss"]) == 4
+    # Each fit returns a new History (Keras): the earlier one keeps its record, and one started
+    # at initial_epoch=2 lists the epochs it ran.
+    second = fit(trainer, epochs=2)
+    assert second is not history and second is trainer.history
+    assert history.epoch == [0, 1, 2] and len(history.history["val_accuracy"]) == 3
+    assert second.epoch == [0, 1] and len(second.history["loss"]) == 2
+    third = fit(trainer, epochs=4, initial_epoch=2)
+    assert third.epoch == [2, 3] and len(third.history["loss"]) == 2
+    assert third.params == {"verbose": 0, "epochs": 4, "steps": STEPS}
 
 
 def test_progress_line_mode_prints_one_plain_line_per_epoch(capsys):

@@ -173,6 +173,11 @@ def test_a_mid_epoch_checkpoint_of_mlxkit_0_1_0_still_resumes_exactly(tmp_path):
         }
     )
     mx.save_safetensors(str(path), state)
+    # Nor did 0.1.0 record a pass over the data apart from the epoch (each epoch began one).
+    meta_path = tmp_path / "step9" / "trainer.json"
+    meta = json.loads(meta_path.read_text())
+    assert (meta.pop("pass_epoch"), meta.pop("batch_in_pass")) == (1, 3)
+    meta_path.write_text(json.dumps(meta))
 
     resumed = worker.make_trainer(init_seed=8)
     history = worker.fit(resumed, [], resume_from=tmp_path / "step9")

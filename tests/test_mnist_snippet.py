@@ -35,7 +35,7 @@ def test_readme_snippet_reaches_95_percent_on_real_mnist():
     history = trainer.fit(
         x_train, y_train, batch_size=64, epochs=2, validation_split=0.1, seed=0, verbose=0
     )
-    result = trainer.evaluate(x_test, y_test)
+    result = trainer.evaluate(x_test, y_test, return_dict=True)
     probabilities = trainer.predict(x_test)
 
     assert len(history.history["val_accuracy"]) == 2

@@ -69,7 +69,7 @@ def test_evaluate_loses_no_sample_in_the_partial_batch():
     x, y = classification_data(num=70)
     model = small_model()
     trainer = Trainer(model, optim.SGD(learning_rate=0.1), "cross_entropy", ["accuracy"])
-    result = trainer.evaluate(x, y, batch_size=32)  # batches of 32, 32 and 6
+    result = trainer.evaluate(x, y, batch_size=32, return_dict=True)  # batches of 32, 32 and 6
     logits = np.array(model(mx.array(x)))
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -186,7 +186,7 @@ def test_dict_batches_use_named_keys_and_train_exactly_like_tuples():
         model = small_model()
         trainer = Trainer(model, optim.Adam(learning_rate=1e-2), "cross_entropy", **keys)
         history = trainer.fit(data, epochs=2, verbose=0)
-        runs[kind] = (history.history["loss"], trainer.evaluate(data), weights(model))
+        runs[kind] = (history.history["loss"], trainer.evaluate(data, return_dict=True), weights(model))
     (tuple_losses, tuple_eval, tuple_weights) = runs["tuples"]
     (dict_losses, dict_eval, dict_weights) = runs["dicts"]
     # Same batches, same order, same seed: the dict run is the tuple run, bit for bit.
@@ -307,7 +307,9 @@ def test_bad_constructor_arguments():
     with pytest.raises(TypeError, match="model of type"):
         Trainer("not a model", optim.SGD(learning_rate=0.1), "mse")
     with pytest.raises(TypeError, match="optimizer of type"):
-        Trainer(small_model(), "adam", "mse")
+        Trainer(small_model(), 0.01, "mse")
+    with pytest.raises(ValueError, match="adam"):
+        Trainer(small_model(), "adamm", "mse")
     with pytest.raises(ValueError, match="cross_entropy"):
         Trainer(small_model(), optim.SGD(learning_rate=0.1), "crossentropy")
     with pytest.raises(ValueError, match="accuracy"):

@@ -195,7 +195,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     epochs = len(history.epoch)
 
-    test = trainer.evaluate(batch(split.test))
+    test = trainer.evaluate(batch(split.test), return_dict=True)
     reference = "; Kipf & Welling report 0.815 on Cora" if real else ""
     print(
         f"Test accuracy on {len(split.test)} nodes: {test['accuracy']:.4f} after {epochs} epochs "

@@ -102,7 +102,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     epochs = len(history.epoch)
 
-    test = trainer.evaluate(x_test, y_test, batch_size=1000)
+    test = trainer.evaluate(x_test, y_test, batch_size=1000, return_dict=True)
     print(
         f"Test accuracy on {len(x_test)} images: {test['accuracy']:.4f} "
         f"({epochs} epochs in {seconds:.0f} s, {seconds / max(epochs, 1):.1f} s/epoch)"

@@ -238,7 +238,7 @@ def main() -> None:
     epochs = len(history.epoch)
     print(f"Trained {epochs} epochs in {seconds:.0f} s ({seconds / max(epochs, 1):.1f} s/epoch)")
 
-    results = trainer.evaluate(val)
+    results = trainer.evaluate(val, return_dict=True)
     print(
         f"Validation accuracy of the last epoch: {results['accuracy']:.4f} "
         f"(chance {1 / len(class_names):.2f}); best weights in best.safetensors"

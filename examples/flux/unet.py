@@ -207,7 +207,7 @@ def main() -> None:
     epochs = len(history.epoch)
     print(f"Trained {epochs} epochs in {seconds:.0f} s ({seconds / max(epochs, 1):.1f} s/epoch)")
 
-    results = trainer.evaluate(val)
+    results = trainer.evaluate(val, return_dict=True)
     membrane = float(np.mean([batch["mask"].mean() for batch in val]))
     print(
         f"Validation Dice {results['dice']:.4f}, pixel accuracy {results['accuracy']:.4f} "

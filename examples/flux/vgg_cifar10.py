@@ -184,7 +184,7 @@ def main() -> None:
     epochs = len(history.epoch)
     print(f"Trained {epochs} epochs in {seconds:.0f} s ({seconds / max(epochs, 1):.1f} s/epoch)")
 
-    test = trainer.evaluate(x_test, y_test, batch_size=64)
+    test = trainer.evaluate(x_test, y_test, batch_size=64, return_dict=True)
     chance = 1 / len(class_names)
     print(f"Test accuracy on {len(x_test)} images: {test['accuracy']:.4f} (chance {chance:.2f})")
     model.save_weights(str(args.out / "vgg19.safetensors"))

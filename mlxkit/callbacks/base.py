@@ -75,6 +75,10 @@ class Callback:
     through `self.trainer.epoch`, `.batch_in_epoch` and `.global_step` (batches, not optimizer
     updates); set `self.trainer.stop_training = True` to stop after the current batch.
 
+    `on_batch_begin` / `on_batch_end` are Keras's aliases of `on_train_batch_begin` /
+    `on_train_batch_end`: the training-batch hooks call them, so overriding either works.
+    `self.params` holds `fit`'s `{"verbose", "epochs", "steps"}` (Keras's `set_params`).
+
     Callbacks that must survive a resume implement `state_dict()` / `load_state_dict(state)` with
     JSON-serialisable values; checkpoints save them.
 
@@ -85,11 +89,16 @@ class Callback:
     """
 
     trainer: Trainer
+    params: dict[str, Any] | None = None
     # True for callbacks that write checkpoints (`ModelCheckpoint`, `BackupAndRestore`).
     saves_checkpoints: bool = False
 
     def set_trainer(self, trainer: Trainer) -> None:
         self.trainer = trainer
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        """Receives `fit`'s parameters: `{"verbose": ..., "epochs": ..., "steps": ...}`."""
+        self.params = params
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state that a checkpoint saves (default: none)."""
@@ -111,8 +120,18 @@ class Callback:
     def on_train_end(self, logs: Mapping[str, float] | None = None) -> None: ...
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None: ...
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None: ...
-    def on_train_batch_begin(self, batch: int, logs: Mapping[str, float] | None = None) -> None: ...
-    def on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_batch_begin(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
+        """Keras's alias of `on_train_batch_begin`, which calls it."""
+
+    def on_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
+        """Keras's alias of `on_train_batch_end`, which calls it."""
+
+    def on_train_batch_begin(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
+        self.on_batch_end(batch, logs)
+
     def on_test_begin(self, logs: Mapping[str, float] | None = None) -> None: ...
     def on_test_end(self, logs: Mapping[str, float] | None = None) -> None: ...
     def on_test_batch_begin(self, batch: int, logs: Mapping[str, float] | None = None) -> None: ...
@@ -125,14 +144,24 @@ class Callback:
     def on_predict_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None: ...
 
 
+# Keras's aliases: the base class's training-batch hooks call them, so a callback that overrides
+# an alias wants the hook.
+_ALIASES = {"on_train_batch_begin": "on_batch_begin", "on_train_batch_end": "on_batch_end"}
+
+
 def _overrides(callback: Callback, hook: str) -> bool:
-    return hook in vars(callback) or getattr(type(callback), hook) is not getattr(Callback, hook)
+    names = [hook, _ALIASES[hook]] if hook in _ALIASES else [hook]
+    return any(
+        name in vars(callback) or getattr(type(callback), name) is not getattr(Callback, name)
+        for name in names
+    )
 
 
 class CallbackList:
     """Calls each hook on the callbacks that override it, in order, checkpoint writers last.
 
-    The Trainer builds one per `fit`, `evaluate` and `predict` call, as Keras does.
+    The Trainer builds one per `fit`, `evaluate` and `predict` call, as Keras does; `fit` passes
+    `params` (`{"verbose", "epochs", "steps"}`), which every callback receives in `set_params`.
 
     `wants(hook)` tells the Trainer whether any callback overrides a hook, so that it can skip
     building batch logs altogether.
@@ -144,7 +173,12 @@ class CallbackList:
         (True, False)
     """
 
-    def __init__(self, callbacks: list[Callback], trainer: Trainer):
+    def __init__(
+        self,
+        callbacks: list[Callback],
+        trainer: Trainer,
+        params: dict[str, Any] | None = None,
+    ):
         self.callbacks = list(callbacks)
         for callback in self.callbacks:
             if not isinstance(callback, Callback):
@@ -153,6 +187,8 @@ class CallbackList:
                     f"Received: an element of type {type(callback).__name__}: {callback!r}"
                 )
             callback.set_trainer(trainer)
+            if params is not None:
+                callback.set_params(params)
         # Callbacks that write checkpoints run each hook after the others, so that a checkpoint
         # holds every callback's state as of the epoch or step it was written at.
         ordered = sorted(self.callbacks, key=lambda c: bool(getattr(c, "saves_checkpoints", False)))

@@ -12,9 +12,12 @@ from mlxkit.callbacks.base import Callback
 class History(Callback):
     """Records every epoch's logs; `fit()` returns it.
 
-    `history.history` maps each key (`"loss"`, metric names, `"val_"` twins, `"learning_rate"`, ...)
-    to a list of per-epoch floats, and `history.epoch` lists the epoch indices. A `fit` from epoch 0
-    starts a fresh record; a resumed one (or one with `initial_epoch > 0`) extends it.
+    As in Keras, each `fit` makes a new `History` (an earlier one keeps its record) and
+    `trainer.history` is the latest. `history.history` maps each key (`"loss"`, metric names,
+    `"val_"` twins, `"learning_rate"`, ...) to a list of per-epoch floats, `history.epoch` lists
+    the epochs this call ran (`[2, 3, 4]` for `initial_epoch=2, epochs=5`), and `history.params`
+    holds `{"verbose", "epochs", "steps"}`. A fit resumed from a checkpoint starts with the
+    checkpoint's record, so its History covers the whole run.
 
     Example:
         >>> history = trainer.fit(x, y, epochs=3, verbose=0)
@@ -25,12 +28,6 @@ class History(Callback):
     def __init__(self) -> None:
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
-
-    def on_train_begin(self, logs: Mapping[str, float] | None = None) -> None:
-        # A fit from scratch starts a new record; a resumed or continued one (a checkpoint, or
-        # `initial_epoch > 0`) extends the epochs already recorded.
-        if self.trainer.epoch == 0 and self.trainer.batch_in_epoch == 0:
-            self.history, self.epoch = {}, []
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         self.epoch.append(epoch)

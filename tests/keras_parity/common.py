@@ -5,9 +5,8 @@ Keras's tests build `Sequential` models of `Dense` layers and call `model.compil
 made with the same loss, optimizer and metric names (`mlxkit.optimizers.get` gives an optimizer
 name Keras's defaults, `mlxkit.losses.get` and `mlxkit.metrics.get` resolve Keras's names).
 
-Keras trains the last partial batch by default; mlxkit 0.1 drops it unless `drop_last=False`, which
-the trainer follow-up of issue 15 changes. The ported tests pass `drop_last=False` where Keras's
-test has a partial batch (`PARTIAL`), so that they train what Keras trains today.
+Like Keras, `fit` trains the last partial batch by default, so the ports train what Keras's tests
+train with the same arguments.
 """
 
 from __future__ import annotations
@@ -21,11 +20,6 @@ from mlxkit import Trainer, optimizers
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-
-# Keras trains the last partial batch (see the module docstring).
-PARTIAL = {"drop_last": False}
-
-TRAINER_FOLLOW_UP = "trainer loop parity: issue 15, follow-up"
 
 
 def dense_stack(
@@ -90,8 +84,6 @@ def weights_of(model: nn.Module) -> dict[str, np.ndarray]:
 
 
 __all__ = [
-    "PARTIAL",
-    "TRAINER_FOLLOW_UP",
     "compiled",
     "dense_stack",
     "keras_test_data",

@@ -22,7 +22,7 @@ from mlxkit.checkpoint import read_checkpoint
 import mlx.nn as nn
 import pytest
 
-from tests.keras_parity.common import PARTIAL, TRAINER_FOLLOW_UP, compiled, uniform
+from tests.keras_parity.common import compiled, uniform
 
 
 class InterruptingCallback(Callback):
@@ -55,7 +55,7 @@ def fit(trainer, callbacks, epochs):
     # 10 samples in batches of 4: 3 batches an epoch, the last one partial (as in Keras).
     x_train, y_train = uniform(10, 3, seed=0), uniform(10, 1, seed=1)
     return trainer.fit(
-        x_train, y_train, batch_size=4, callbacks=callbacks, epochs=epochs, verbose=0, **PARTIAL
+        x_train, y_train, batch_size=4, callbacks=callbacks, epochs=epochs, verbose=0
     )
 
 
@@ -176,7 +176,6 @@ class AliasInterruptingCallback(Callback):
 
 # Ports keras/src/callbacks/backup_and_restore_test.py::BackupAndRestoreCallbackTest::
 #   test_best_case_step
-@pytest.mark.xfail(strict=True, reason=TRAINER_FOLLOW_UP)
 def test_best_case_step_with_the_on_batch_end_alias(tmp_path):
     backup = BackupAndRestore(tmp_path / "subdir", save_freq=1)
     with pytest.raises(RuntimeError, match="StepsInterruption"):

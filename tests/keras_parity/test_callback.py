@@ -6,9 +6,8 @@ from mlxkit.callbacks import Callback
 
 import mlx.nn as nn
 import numpy as np
-import pytest
 
-from tests.keras_parity.common import TRAINER_FOLLOW_UP, compiled, uniform, weights_of
+from tests.keras_parity.common import compiled, uniform, weights_of
 
 
 def fit_with(callback):
@@ -39,7 +38,6 @@ def test_model_state_is_current_on_epoch_end():
 
 # The same test with Keras's hook name: `on_batch_end`, an alias of `on_train_batch_end`.
 # Ports keras/src/callbacks/callback_test.py::CallbackTest::test_model_state_is_current_on_epoch_end
-@pytest.mark.xfail(strict=True, reason=TRAINER_FOLLOW_UP)
 def test_model_state_is_current_on_epoch_end_with_the_on_batch_end_alias():
     steps = []
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from tests.keras_parity.common import (
-    PARTIAL,
     compiled,
     dense_stack,
     keras_test_data,
@@ -42,7 +41,6 @@ def data():
         batch_size=BATCH_SIZE,
         validation_data=(x_test, y_test),
         verbose=0,
-        **PARTIAL,
     )
 
 
@@ -102,7 +100,6 @@ def test_stop_training_csv(tmp_path):
         callbacks=[TerminateOnNaN(), CSVLogger(csv_logfile)],
         epochs=20,
         verbose=0,
-        **PARTIAL,
     )
     loss = history.history["loss"]
     assert len(loss) == 1

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_map
 
-from tests.keras_parity.common import PARTIAL, compiled, dense_stack, uniform
+from tests.keras_parity.common import compiled, dense_stack, uniform
 from tests.keras_parity.metrics_for_tests import BinaryF1Score, Hinge
 from tests.keras_parity.test_monitor_callback import CASES
 
@@ -73,9 +73,9 @@ def test_early_stopping_reuse():
     model = dense_stack(1, [1, 1], activation="relu", last_activation="relu")
     trainer = compiled(model, loss="mae", optimizer="sgd", metrics=["mse"])
     stopper = EarlyStopping(monitor="mse", patience=patience)
-    history1 = trainer.fit(data, labels, callbacks=[stopper], verbose=0, epochs=20, **PARTIAL)
+    history1 = trainer.fit(data, labels, callbacks=[stopper], verbose=0, epochs=20)
     assert len(history1.epoch) >= patience
-    history2 = trainer.fit(data, labels, callbacks=[stopper], verbose=0, epochs=20, **PARTIAL)
+    history2 = trainer.fit(data, labels, callbacks=[stopper], verbose=0, epochs=20)
     assert len(history2.epoch) >= patience
 
 
@@ -105,7 +105,7 @@ def test_early_stopping_with_baseline():
     trainer = relu_regressor(["mse"])
     patience = 3
     stopper = EarlyStopping(monitor="mse", patience=patience, baseline=0.6)
-    history = trainer.fit(x_train, y_train, callbacks=[stopper], verbose=0, epochs=20, **PARTIAL)
+    history = trainer.fit(x_train, y_train, callbacks=[stopper], verbose=0, epochs=20)
     assert len(history.epoch) >= patience
 
 
@@ -158,11 +158,11 @@ def test_early_stopping_with_start_from_epoch():
     x_train, y_train = uniform(10, 5, seed=0), uniform(10, 1, seed=1)
     trainer = relu_regressor(["mse"])
     stopper = EarlyStopping(monitor="mse", patience=3, start_from_epoch=2)
-    history = trainer.fit(x_train, y_train, callbacks=[stopper], verbose=0, epochs=20, **PARTIAL)
+    history = trainer.fit(x_train, y_train, callbacks=[stopper], verbose=0, epochs=20)
     assert len(history.epoch) >= 3 + 2
     # Boundary condition: patience=0.
     stopper = EarlyStopping(monitor="mse", patience=0, start_from_epoch=2)
-    history = trainer.fit(x_train, y_train, callbacks=[stopper], verbose=0, epochs=20, **PARTIAL)
+    history = trainer.fit(x_train, y_train, callbacks=[stopper], verbose=0, epochs=20)
     assert len(history.epoch) >= 2
 
 
@@ -182,7 +182,6 @@ def test_absent_monitor_warns_and_skips_the_epoch():
             epochs=4,
             callbacks=[stopper],
             verbose=0,
-            **PARTIAL,
         )
     # Epochs 0 and 2 had no value: they neither improved nor counted towards patience.
     assert history.epoch == [0, 1, 2, 3] or stopper.stopped_epoch == 3

@@ -12,7 +12,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from tests.keras_parity.common import PARTIAL, compiled
+from tests.keras_parity.common import compiled
 
 BATCH_SIZE = 4
 
@@ -44,7 +44,6 @@ def test_lambda_callback():
         callbacks=[callback],
         epochs=5,
         verbose=0,
-        **PARTIAL,
     )
     assert set(calls) == {"on_train_begin", "on_epoch_begin", "on_epoch_end", "on_train_end"}
     assert calls[0] == "on_train_begin" and calls[-1] == "on_train_end"
@@ -67,7 +66,6 @@ def test_lambda_callback_with_batches():
         callbacks=[callback],
         epochs=5,
         verbose=0,
-        **PARTIAL,
     )
     assert "on_train_batch_begin" in calls and "on_train_batch_end" in calls
 

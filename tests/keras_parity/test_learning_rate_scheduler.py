@@ -8,7 +8,6 @@ import mlx.optimizers as optim
 import pytest
 
 from tests.keras_parity.common import (
-    PARTIAL,
     compiled,
     dense_stack,
     keras_test_data,
@@ -22,7 +21,7 @@ def data():
     (x_train, y_train), _ = keras_test_data(
         train_samples=10, test_samples=10, input_dims=3, num_classes=2
     )
-    return dict(x=x_train, y=to_categorical(y_train, 2), verbose=0, **PARTIAL)
+    return dict(x=x_train, y=to_categorical(y_train, 2), verbose=0)
 
 
 def make_trainer(optimizer="sgd"):

@@ -10,7 +10,7 @@ from mlxkit.callbacks.monitor import Monitor
 
 import pytest
 
-from tests.keras_parity.common import PARTIAL, compiled, dense_stack, uniform
+from tests.keras_parity.common import compiled, dense_stack, uniform
 from tests.keras_parity.metrics_for_tests import BinaryF1Score, Hinge
 
 CASES = [
@@ -42,7 +42,6 @@ def fitted_trainer():
         validation_data=(x_test, y_test),
         epochs=2,
         verbose=0,
-        **PARTIAL,
     )
     return trainer
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from tests.keras_parity.common import (
-    PARTIAL,
     compiled,
     dense_stack,
     keras_test_data,
@@ -29,7 +28,6 @@ def setup():
         y=to_categorical(y_train, 2),
         validation_data=(x_test, to_categorical(y_test, 2)),
         verbose=0,
-        **PARTIAL,
     )
     return trainer, data
 

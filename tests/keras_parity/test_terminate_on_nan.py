@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 
 from tests.keras_parity.common import (
-    PARTIAL,
-    TRAINER_FOLLOW_UP,
     compiled,
     dense_stack,
     keras_test_data,
@@ -52,7 +50,6 @@ def test_terminate_on_nan():
         callbacks=[TerminateOnNaN()],
         epochs=20,
         verbose=0,
-        **PARTIAL,
     )
     loss = history.history["loss"]
     assert len(loss) == 1
@@ -105,7 +102,6 @@ def test_raise_error_terminate_does_not_trigger_on_train_end():
             epochs=1,
             callbacks=[tracking, TerminateOnNaN(raise_error=True)],
             verbose=0,
-            **PARTIAL,
         )
     assert not tracking.train_end_called
 
@@ -138,7 +134,6 @@ def test_raise_error_terminate_preserves_backup(tmp_path):
             epochs=1,
             callbacks=[backup, TerminateOnNaN(raise_error=True)],
             verbose=0,
-            **PARTIAL,
         )
     assert os.path.exists(backup_dir)
     assert (backup_dir / "trainer.json").read_bytes() == saved
@@ -152,15 +147,14 @@ def test_normal_training_does_not_raise(raise_error):
     x = np.array([[1.0], [2.0]], dtype=np.float32)
     y = np.array([[1.0], [2.0]], dtype=np.float32)
     callback = TerminateOnNaN(raise_error=raise_error)
-    history = trainer.fit(x, y, epochs=2, callbacks=[callback], verbose=0, **PARTIAL)
+    history = trainer.fit(x, y, epochs=2, callbacks=[callback], verbose=0)
     assert len(history.history["loss"]) == 2
 
 
-# The same test exactly as Keras writes it: two samples and the default batch_size=32 train one
-# partial batch per epoch, which mlxkit 0.1 drops by default (drop_last=True).
+# The same test with the callback's defaults, as Keras writes it: two samples and the default
+# batch_size=32 train one partial batch per epoch (mlxkit 0.1 dropped it and raised).
 # Ports keras/src/callbacks/terminate_on_nan_test.py::TerminateOnNaNTest::
 #   test_normal_training_does_not_raise
-@pytest.mark.xfail(strict=True, reason=TRAINER_FOLLOW_UP)
 def test_normal_training_does_not_raise_with_default_batches():
     trainer = single_unit_trainer()
     x = np.array([[1.0], [2.0]], dtype=np.float32)

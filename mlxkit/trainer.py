@@ -18,7 +18,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,7 +26,16 @@ from mlxkit import _blas
 from mlxkit import losses as losses_module
 from mlxkit import metrics as metrics_module
 from mlxkit._batches import ArrayBatches, flat_items, is_array_tree, num_samples, to_float, to_mx
+from mlxkit._inputs import (
+    check_class_indices,
+    check_validation_shapes,
+    check_validation_tuple,
+    class_count,
+    describe_value,
+    shapes,
+)
 from mlxkit._pipelining import PipelineMode, StepPipeline
+from mlxkit._recovery import batch_signature, restore, snapshot
 from mlxkit._validation import check_int
 from mlxkit.callbacks.base import Callback, CallbackList, LazyLogs
 from mlxkit.callbacks.history import History
@@ -183,6 +192,8 @@ class Trainer:
         # build their own list for each call.
         self.callbacks = CallbackList([], self)
         self._steps: dict[str, Callable[..., Any]] = {}
+        # Per step kind, the batch signatures (shapes, dtypes) its compiled function has traced.
+        self._traced: dict[str, set[Hashable]] = {}
 
     # ------------------------------------------------------------------ loop position
     @property
@@ -351,6 +362,33 @@ class Trainer:
                 fn = mx.compile(fn, inputs=state, outputs=state)
         self._steps[kind] = fn
         return fn
+
+    def _call_step(
+        self, kind: Literal["train", "train_accumulate", "test", "predict"], batch: Batch
+    ) -> Any:
+        """Runs the step of `kind` on `batch`; if it fails, puts back the state it captured.
+
+        A compiled step runs Python, and can fail, only while MLX traces it: on its first call for
+        a batch signature (shapes and dtypes). A trace that fails leaves placeholders in the state
+        it captured (the model, the optimizer, `mx.random.state`, ...), on which every later MLX
+        call in the process fails. So before a call that may trace, the state's arrays (immutable)
+        are kept by reference, and put back if the call raises. A call of a traced signature runs
+        no Python and costs one set lookup; an eager step (`compile=False`) is always guarded.
+        """
+        step_fn = self._step(kind)
+        signature = batch_signature(batch) if self.compile else None
+        traced = self._traced.setdefault(kind, set())
+        if signature is not None and signature in traced:
+            return step_fn(batch)
+        saved = snapshot(self.compiled_state())
+        try:
+            result = step_fn(batch)
+        except BaseException:
+            restore(self.compiled_state(), saved)
+            raise
+        if signature is not None:
+            traced.add(signature)
+        return result
 
     # ------------------------------------------------------------------ batches
     def _unpack(self, batch: Any) -> Batch:
@@ -543,7 +581,9 @@ class Trainer:
         )
         validation = None
         if validation_data is not None:
+            check_validation_tuple(validation_data)
             validation = self._validation_source(validation_data, batch_size)
+        self._check_arrays(train, "train_step", validation)
 
         callback_list = [self.history, *(callbacks or [])]
         modes: dict[Any, Literal["auto", "bar", "line"]] = {"auto": "auto", 1: "bar", 2: "line"}
@@ -615,8 +655,7 @@ class Trainer:
             if batch_begin:
                 self.callbacks.call("on_train_batch_begin", step, logs)
             update = (loop.global_step + 1) % self.accumulate_steps == 0
-            step_fn = self._step("train" if update else "train_accumulate")
-            step_fn(self._unpack(raw))
+            self._call_step("train" if update else "train_accumulate", self._unpack(raw))
             # Evaluate the step, or queue it and wait for the one before (see StepPipeline).
             self.pipeline.step_built(state, self.loss_state["sums"])
             step += 1
@@ -670,9 +709,14 @@ class Trainer:
         mx.eval(self.model.parameters())
 
     def _validation_source(self, validation_data: Any, batch_size: int) -> BatchSource:
-        pair = isinstance(validation_data, tuple) and len(validation_data) == 2
-        if pair and is_array_tree(validation_data[0]):
-            x, y = validation_data
+        parts = isinstance(validation_data, tuple) and len(validation_data) in (2, 3)
+        if parts and is_array_tree(validation_data[0]):
+            x, y = validation_data[:2]
+            if len(validation_data) == 3 and validation_data[2] is not None:
+                raise ValueError(
+                    "Sample weights in `validation_data` are not supported by this version. "
+                    f"Received: validation_data[2] of {describe_value(validation_data[2])}"
+                )
         else:
             x, y = validation_data, None
         return self._source(x, y, argument="validation_data", batch_size=batch_size, shard=True)
@@ -689,6 +733,63 @@ class Trainer:
             if not source.batches:
                 raise ValueError("`x` is an empty list of batches.")
             self._unpack(source.batches[0])
+
+    def _check_arrays(
+        self,
+        source: BatchSource,
+        step: Literal["train_step", "test_step"],
+        validation: BatchSource | None = None,
+    ) -> None:
+        """Refuses arrays the model or the loss cannot take, before anything is compiled or trained.
+
+        The model's graph is built on the first batch (lazily: nothing is computed, and every
+        array the steps capture is put back), so a wrong input width fails here, naming `x` and
+        the batch's shapes. Integer targets of a class-index loss (mlxkit's cross-entropies) are
+        checked against the model's output width, `validation_data`'s sample shapes against
+        `x`'s. An override of `step` (or of `compute_loss`) may read batches its own way, so
+        then only the shapes of `validation_data` are checked.
+        """
+        if not isinstance(source, ArrayBatches):
+            return
+        if isinstance(validation, ArrayBatches):
+            check_validation_shapes(source, validation)
+        if getattr(type(self), step) is not getattr(Trainer, step):
+            return
+        if source.y is None and type(self).compute_loss is Trainer.compute_loss:
+            raise ValueError(
+                f"`y` is missing: the loss needs targets for every sample of `x`. Pass them as "
+                f"`y=`, or (x, y) batches. Received: x of shape {shapes(source.x)}, y=None"
+            )
+        first = _slice(source.x, 0, source.batch_size)
+        saved, was_training = snapshot(self.compiled_state()), self.model.training
+        self.model.train(step == "train_step")  # the mode the step runs in
+        try:
+            outputs = self.forward(first)
+        except Exception as error:
+            raise ValueError(
+                f"The model cannot run on the first batch of `x`: {error} Received: a batch of x "
+                f"of shape {shapes(first)}. Check that the model's input size matches the data."
+            ) from error
+        finally:
+            restore(self.compiled_state(), saved)
+            self.model.train(was_training)
+        classes = class_count(outputs, source.y, self._class_axis())
+        if classes is not None:
+            check_class_indices(source.y, classes, "y")
+            if isinstance(validation, ArrayBatches):
+                check_class_indices(validation.y, classes, "validation_data")
+
+    def _class_axis(self) -> int | None:
+        """The class axis of the loss when it takes integer class indices, else `None`."""
+        if type(self).compute_loss is not Trainer.compute_loss:
+            return None
+        function = getattr(self.loss, "func", self.loss)  # through functools.partial
+        if function not in (
+            losses_module.cross_entropy,
+            losses_module.sparse_categorical_crossentropy,
+        ):
+            return None
+        return int(getattr(self.loss, "keywords", {}).get("axis", -1))
 
     # ------------------------------------------------------------------ evaluate / predict
     def evaluate(
@@ -710,6 +811,7 @@ class Trainer:
         """
         check_int(batch_size, "batch_size")
         batches = self._source(x, y, argument="x", batch_size=batch_size, shard=True)
+        self._check_arrays(batches, "test_step")
         return self._evaluate(batches, CallbackList(callbacks or [], self))
 
     def _evaluate(self, batches: BatchSource, callbacks: CallbackList) -> dict[str, float]:
@@ -720,13 +822,12 @@ class Trainer:
         self._reset_metrics()
         self.model.eval()
         callbacks.call("on_test_begin", None)
-        step_fn = self._step("test")
         wants_begin = callbacks.wants("on_test_batch_begin")
         wants_end = callbacks.wants("on_test_batch_end")
         for index, raw in enumerate(self._epoch_batches(batches, 0)):
             if wants_begin:
                 callbacks.call("on_test_batch_begin", index, None)
-            step_fn(self._unpack(raw))
+            self._call_step("test", self._unpack(raw))
             mx.async_eval(self.loss_state, [m.state for m in self.metrics])
             if wants_end:
                 callbacks.call("on_test_batch_end", index, LazyLogs(self._logs))
@@ -753,14 +854,13 @@ class Trainer:
         callback_list = CallbackList(callbacks or [], self)
         was_training = self.model.training
         self.model.eval()
-        step_fn = self._step("predict")
         callback_list.call("on_predict_begin", None)
         outputs = []
         # Epoch 0 each call: the same order on every call, as evaluate.
         for index, raw in enumerate(self._epoch_batches(batches, 0)):
             callback_list.call("on_predict_batch_begin", index, None)
             batch = self._unpack(raw)
-            outputs.append(step_fn(batch))
+            outputs.append(self._call_step("predict", batch))
             mx.async_eval(outputs[-1])
             callback_list.call("on_predict_batch_end", index, None)
         callback_list.call("on_predict_end", None)

@@ -11,23 +11,26 @@ import signal
 import sys
 import threading
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, cast
+
+from mlxkit._batches import flat_items
 
 import mlx.core as mx
-from mlx.utils import tree_flatten
+import numpy as np
 
 
 def batch_signature(batch: Any) -> Hashable:
     """What MLX's compile cache keys a step's batch on: its structure, shapes and dtypes."""
     if type(batch) is tuple and all(type(part) is mx.array for part in batch):
         return tuple((part.shape, part.dtype) for part in batch)  # what ArrayBatches yields
+    leaves = flat_items(batch, is_leaf=lambda value: not isinstance(value, (list, tuple, dict)))
+    # MLX keys Python scalars by value; anything else gets a key that never matches (always
+    # guarded).
     return tuple(
         (path, leaf.shape, leaf.dtype)
         if isinstance(leaf, mx.array)
         else (path, leaf if isinstance(leaf, (int, float, str, type(None))) else object())
-        for path, leaf in tree_flatten(
-            batch, is_leaf=lambda value: not isinstance(value, (list, tuple, dict))
-        )
+        for path, leaf in leaves
     )
 
 
@@ -39,7 +42,7 @@ class _SavedRandomKey:
         self.key = key
 
     def put_back(self) -> None:
-        high, low = self.key.tolist()
+        high, low = (int(part) for part in np.array(self.key))
         mx.random.seed((high << 32) | low)
 
 
@@ -52,7 +55,7 @@ def snapshot(tree: Any) -> Any:
     if isinstance(tree, tuple):
         return tuple(snapshot(value) for value in tree)
     if isinstance(tree, type(mx.random.state)):
-        return _SavedRandomKey(tree[0])
+        return _SavedRandomKey(cast(list, tree)[0])
     return tree
 
 
@@ -95,19 +98,30 @@ class StepBoundaryInterrupt:
     one raises at once. It installs itself only in the main thread, and only over Python's default
     handler, so that a handler of the user's (or a test runner's) keeps working.
 
+    Args:
+        active: `False` leaves Ctrl-C as it is (for distributed training).
+
     Example:
         >>> with StepBoundaryInterrupt() as interrupt:
+        ...     interrupt.check()  # where a step has ended: raises if Ctrl-C was pressed
         ...     interrupt.requested
         False
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, active: bool = True) -> None:
+        self.active = active
         self.requested = False
         self._previous: Any = None
 
+    def check(self) -> None:
+        """Raises `KeyboardInterrupt` if Ctrl-C was pressed: call it where a step has ended."""
+        if self.requested:
+            raise KeyboardInterrupt
+
     def __enter__(self) -> StepBoundaryInterrupt:
         if (
-            threading.current_thread() is threading.main_thread()
+            self.active
+            and threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler
         ):
             self._previous = signal.signal(signal.SIGINT, self._handle)
@@ -123,7 +137,7 @@ class StepBoundaryInterrupt:
             raise KeyboardInterrupt
         self.requested = True
         print(
-            "\nmlxkit: interrupted; stopping after the current step (Ctrl-C again to stop at once).",
+            "\nmlxkit: interrupted; stopping after the current step (Ctrl-C again: at once).",
             file=sys.stderr,
             flush=True,
         )

@@ -17,6 +17,7 @@ import inspect
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from mlxkit._inputs import (
     shapes,
 )
 from mlxkit._pipelining import PipelineMode, StepPipeline
-from mlxkit._recovery import batch_signature, restore, snapshot
+from mlxkit._recovery import StepBoundaryInterrupt, batch_signature, restore, snapshot
 from mlxkit._validation import check_int
 from mlxkit.callbacks.base import Callback, CallbackList, LazyLogs
 from mlxkit.callbacks.history import History
@@ -194,6 +195,7 @@ class Trainer:
         self._steps: dict[str, Callable[..., Any]] = {}
         # Per step kind, the batch signatures (shapes, dtypes) its compiled function has traced.
         self._traced: dict[str, set[Hashable]] = {}
+        self._interrupt = StepBoundaryInterrupt(active=False)  # each fit makes its own
 
     # ------------------------------------------------------------------ loop position
     @property
@@ -604,35 +606,93 @@ class Trainer:
                 c.resume_path() for c in self.callbacks.callbacks if isinstance(c, BackupAndRestore)
             ]
             resume_from = next((path for path in backups if path is not None), None)
+        self.steps_per_epoch = steps_per_epoch or _length(train)
         if resume_from is not None:
             from mlxkit.checkpoint import load_checkpoint
 
-            load_checkpoint(self, resume_from)
+            # The saved position must lie in this run's epochs (checkpoints before 0.2 do not
+            # record their epoch length): refused before anything is applied.
+            load_checkpoint(self, resume_from, steps_per_epoch=self.steps_per_epoch)
         train = train.replace(seed=self.loop.seed)  # the checkpoint's seed, after a resume
-        self.steps_per_epoch = steps_per_epoch or _length(train)
 
         self._check_first_batch(train)
+        _check_passes(train, epochs - self.loop.epoch, steps_per_epoch)
         _blas.advise_once()
         if self.group is not None:
             self._synchronize_parameters()
         self.model.train()
-        self.callbacks.call("on_train_begin", None)
-        epoch_logs: dict[str, float] = {}
-        while self.loop.epoch < epochs and not self.loop.stop_training:
+        # Ctrl-C stops at the end of a step; under distributed training a rank that stopped alone
+        # would leave the others waiting in a collective, so there it interrupts as usual.
+        self._interrupt = StepBoundaryInterrupt(active=self.group is None)
+        with self._interrupt as interrupt:
             try:
-                epoch_logs = self._fit_epoch(train, validation, validation_freq, steps_per_epoch)
-            except RuntimeError as error:
-                if self.group is None:
-                    raise
-                raise RuntimeError(
-                    f"mlxkit: rank {self.rank} of {self.world_size} stopped at epoch "
-                    f"{self.loop.epoch + 1}, batch {self.loop.batch_in_epoch + 1}: a collective "
-                    f"failed, most likely because another rank died or was killed ({error}). "
-                    "Checkpoints already written are intact: relaunch with resume_from= (or "
-                    "BackupAndRestore) to continue."
-                ) from error
+                self.callbacks.call("on_train_begin", None)
+                epoch_logs: dict[str, float] = {}
+                while self.loop.epoch < epochs and not self.loop.stop_training:
+                    interrupt.check()
+                    try:
+                        epoch_logs = self._fit_epoch(
+                            train, validation, validation_freq, steps_per_epoch
+                        )
+                    except RuntimeError as error:
+                        if self.group is None:
+                            raise
+                        raise RuntimeError(
+                            f"mlxkit: rank {self.rank} of {self.world_size} stopped at epoch "
+                            f"{self.loop.epoch + 1}, batch {self.loop.batch_in_epoch + 1}: a "
+                            f"collective failed, most likely because another rank died or was "
+                            f"killed ({error}). Checkpoints already written are intact: relaunch "
+                            "with resume_from= (or BackupAndRestore) to continue."
+                        ) from error
+                interrupt.check()
+            except KeyboardInterrupt:
+                self._report_interrupt(at_step_end=interrupt.requested)
+                raise
         self.callbacks.call("on_train_end", epoch_logs)
         return self.history
+
+    def _report_interrupt(self, *, at_step_end: bool) -> None:
+        """Says where `fit` stopped, which backup holds what, and the call that resumes.
+
+        At the end of a step (the first Ctrl-C) the state is whole, so a `BackupAndRestore`
+        backup of it is written; a `KeyboardInterrupt` from anywhere else (a second Ctrl-C, a
+        callback) may have left the in-memory state part-way, and the last backup is named.
+        """
+        from mlxkit.callbacks.checkpointing import BackupAndRestore
+
+        loop = self.loop
+        lines = [
+            f"mlxkit: training interrupted at epoch {loop.epoch + 1}, after batch "
+            f"{loop.batch_in_epoch} of {self.steps_per_epoch or '?'} (global step "
+            f"{loop.global_step})."
+        ]
+        backup = next(
+            (c for c in self.callbacks.callbacks if isinstance(c, BackupAndRestore)), None
+        )
+        if backup is not None:
+            if at_step_end:
+                backup.backup()
+                held = "this state"
+            else:
+                held = f"the state of its last save (global step {backup.saved_step})"
+            lines.append(
+                f"The backup in {backup.backup_dir!r} holds {held}. To resume, run the same "
+                f"fit again with BackupAndRestore({backup.backup_dir!r}) in its callbacks."
+            )
+        elif at_step_end:
+            lines.append(
+                "No backup holds this state; the trainer does. Keep it with "
+                "trainer.save_checkpoint('checkpoint') and resume with trainer.fit(..., "
+                "resume_from='checkpoint'), or add BackupAndRestore(folder) to the callbacks "
+                "to keep a backup as training goes."
+            )
+        else:
+            lines.append(
+                "No backup was kept, and the trainer may have stopped part-way through a step. "
+                "Add BackupAndRestore(folder) to the callbacks to resume after an interrupt."
+            )
+        if self.is_main_process:
+            print("\n".join(lines), file=sys.stderr, flush=True)
 
     def _fit_epoch(self, train, validation, validation_freq, steps_per_epoch) -> dict[str, float]:
         loop = self.loop
@@ -648,6 +708,7 @@ class Trainer:
         samples_start = self.samples_seen()
         step = first_batch
         state = self.compiled_state()
+        interrupt = self._interrupt
         self.pipeline.start_epoch()
         for raw in batches:
             if steps_per_epoch is not None and step >= steps_per_epoch:
@@ -666,18 +727,17 @@ class Trainer:
                 self.callbacks.call("on_train_batch_end", step - 1, logs)
             # Under distributed training a stop waits for the epoch end, where all ranks agree on
             # it; a rank that stopped alone would leave the others waiting in a collective.
+            interrupt.check()
             if loop.stop_training and self.group is None:
                 break
         mx.eval(self.compiled_state())
         seconds = time.perf_counter() - start_time
         if step == 0:
-            raise ValueError(
-                "The training data yielded no batch in this epoch. With drop_last=True every batch "
-                "must be full: is batch_size larger than the dataset?"
-            )
+            raise ValueError(_no_batch_message(train, epoch))
         epoch_logs = self._logs(synchronize=True)
         self._report_bad_loss(epoch)
-        epoch_logs["learning_rate"] = to_float(self.optimizer.learning_rate)
+        if "learning_rate" in self.optimizer.state:  # not for Adafactor's relative steps
+            epoch_logs["learning_rate"] = to_float(self.optimizer.learning_rate)
         samples = (self.samples_seen() - samples_start) * self.world_size
         epoch_logs["samples_per_second"] = samples / max(seconds, 1e-9)
         epoch_logs["peak_memory_mb"] = mx.get_peak_memory() / 2**20
@@ -964,6 +1024,39 @@ def _batch_size(outputs: Any) -> int:
     while isinstance(leaf, (list, tuple, dict)):
         leaf = next(iter(leaf.values())) if isinstance(leaf, dict) else leaf[0]
     return leaf.shape[0] if getattr(leaf, "ndim", 0) else 1
+
+
+def _one_shot(source: BatchSource) -> bool:
+    """Whether `source` wraps an iterator (a generator, say), which one pass exhausts."""
+    batches = source.batches if isinstance(source, IterableBatches) else None
+    return isinstance(batches, Iterator)
+
+
+def _check_passes(source: BatchSource, epochs: int, steps_per_epoch: int | None) -> None:
+    """Refuses a one-shot iterator that `epochs` full passes would read more than once."""
+    if epochs > 1 and steps_per_epoch is None and _one_shot(source):
+        batches = source.batches if isinstance(source, IterableBatches) else source
+        raise ValueError(
+            f"`x` is a one-shot iterator ({type(batches).__name__}): the first epoch reads it "
+            f"to the end, and the {epochs - 1} after it would get no batch. Pass a re-iterable "
+            "(a list of batches, an mlxkit.data.Stream, an object whose __iter__ starts over), or "
+            f"steps_per_epoch= for an endless generator. Received: x of type "
+            f"{type(batches).__name__}, epochs={epochs}"
+        )
+
+
+def _no_batch_message(source: BatchSource, epoch: int) -> str:
+    if _one_shot(source):
+        return (
+            f"The training data yielded no batch in epoch {epoch + 1}: `x` is an iterator "
+            "(a generator, say) that an earlier epoch exhausted. Pass a re-iterable (a list of "
+            "batches, an mlxkit.data.Stream), or a generator that never ends with "
+            "steps_per_epoch=."
+        )
+    return (
+        f"The training data yielded no batch in epoch {epoch + 1}. With drop_last=True every "
+        "batch must be full: is batch_size larger than the dataset?"
+    )
 
 
 def _takes_update(train_step: Callable[..., Any]) -> bool:

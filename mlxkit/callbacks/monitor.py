@@ -241,7 +241,14 @@ class EarlyStopping(Callback):
 
 
 def settable_learning_rate(trainer: Any, owner: str) -> None:
-    """Raises a TypeError (as Keras does) if the optimizer's learning rate is a schedule."""
+    """Raises a TypeError (as Keras does) if the optimizer's learning rate is a schedule, and a
+    ValueError if it has none (`optim.Adafactor()` scales its steps by the parameters instead)."""
+    if "learning_rate" not in trainer.optimizer.state:
+        raise ValueError(
+            f"{owner} sets the learning rate, but the optimizer has none. Received: optimizer "
+            f"{type(trainer.optimizer).__name__} without learning_rate (give it one, e.g. "
+            f"{type(trainer.optimizer).__name__}(learning_rate=1e-3))"
+        )
     if trainer.learning_rate_is_scheduled:
         raise TypeError(
             f"{owner} sets the learning rate, but the optimizer already follows a schedule "

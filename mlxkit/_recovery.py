@@ -111,11 +111,13 @@ class StepBoundaryInterrupt:
     def __init__(self, *, active: bool = True) -> None:
         self.active = active
         self.requested = False
+        self.stopped_at_step_end = False  # True once `check` raised: the state is whole
         self._previous: Any = None
 
     def check(self) -> None:
         """Raises `KeyboardInterrupt` if Ctrl-C was pressed: call it where a step has ended."""
         if self.requested:
+            self.stopped_at_step_end = True
             raise KeyboardInterrupt
 
     def __enter__(self) -> StepBoundaryInterrupt:

@@ -646,7 +646,7 @@ class Trainer:
                         ) from error
                 interrupt.check()
             except KeyboardInterrupt:
-                self._report_interrupt(at_step_end=interrupt.requested)
+                self._report_interrupt(at_step_end=interrupt.stopped_at_step_end)
                 raise
         self.callbacks.call("on_train_end", epoch_logs)
         return self.history

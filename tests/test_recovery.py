@@ -8,9 +8,11 @@ works and that training continues bit-identically to a run that never met the ba
 
 from __future__ import annotations
 
+import signal
+
 from mlxkit import Trainer
 from mlxkit import trainer as trainer_module
-from mlxkit._recovery import batch_signature, restore, snapshot
+from mlxkit._recovery import StepBoundaryInterrupt, batch_signature, restore, snapshot
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -155,3 +157,18 @@ def test_batch_signatures_tell_shapes_and_dtypes_apart():
     nested = ((mx.zeros((2, 3)), mx.zeros((2,))), None)
     assert batch_signature(nested) == batch_signature(((mx.ones((2, 3)), mx.ones((2,))), None))
     assert batch_signature(nested) != batch_signature(((mx.ones((2, 3)), mx.ones((3,))), None))
+
+
+def test_a_second_ctrl_c_interrupts_at_once_and_is_not_taken_for_a_step_end():
+    with StepBoundaryInterrupt() as interrupt:
+        signal.raise_signal(signal.SIGINT)  # the first: only noted
+        assert interrupt.requested and not interrupt.stopped_at_step_end
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)  # the second: at once, wherever it lands
+        assert not interrupt.stopped_at_step_end
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.check()  # where a step ended
+        assert interrupt.stopped_at_step_end
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with StepBoundaryInterrupt(active=False):
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -815,7 +815,9 @@ class Trainer:
             check_validation_shapes(source, validation)
         if getattr(type(self), step) is not getattr(Trainer, step):
             return
-        if source.y is None and type(self).compute_loss is Trainer.compute_loss:
+        library_loss = getattr(self.loss, "func", self.loss) in losses_module.ALL.values()
+        if source.y is None and library_loss and type(self).compute_loss is Trainer.compute_loss:
+            # mlxkit's losses all need targets; a loss of the user's own may not.
             raise ValueError(
                 f"`y` is missing: the loss needs targets for every sample of `x`. Pass them as "
                 f"`y=`, or (x, y) batches. Received: x of shape {shapes(source.x)}, y=None"

@@ -172,3 +172,13 @@ def test_a_second_ctrl_c_interrupts_at_once_and_is_not_taken_for_a_step_end():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with StepBoundaryInterrupt(active=False):
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_loss_of_ones_own_may_train_without_targets():
+    x, _ = data()
+    mx.random.seed(3)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    # A loss that needs no targets (and no metric that would).
+    trainer = Trainer(model, optim.SGD(learning_rate=0.1), lambda outputs, _: (outputs**2).mean())
+    history = trainer.fit(x, batch_size=8, epochs=2, verbose=0, seed=0)
+    assert history.history["loss"][1] < history.history["loss"][0]

@@ -409,11 +409,20 @@ def _upgrade_running_state(state: dict[str, mx.array]) -> None:
             state[f"{prefix}counts"] = mx.stack([correct, count])
 
 
-def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
+def load_checkpoint(
+    trainer: Trainer, path: str | os.PathLike, *, steps_per_epoch: int | None = None
+) -> None:
     """Restores model, optimizer, running state, position and callback states from `path`.
 
     Strict: if any file is missing or corrupt, any key is missing, unexpected or wrongly shaped, or
     the model is of another class, a `CheckpointError` lists every problem and nothing is applied.
+
+    Args:
+        trainer: The trainer to restore.
+        path: The checkpoint folder.
+        steps_per_epoch: The batches per epoch of the run that resumes (`fit` passes it): a
+            saved position past the end of such an epoch is refused, also for checkpoints
+            that do not record their own epoch length.
 
     Example:
         >>> path = trainer.save_checkpoint("runs/ckpt")  # after 2 epochs
@@ -445,6 +454,14 @@ def load_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
         if key in expected["state"] and value.dtype != expected["state"][key].dtype:
             arrays["state"][key] = value.astype(expected["state"][key].dtype)
     problems += _callback_state_problems(trainer.callbacks.callbacks, meta, arrays["callbacks"])
+    if steps_per_epoch is not None and meta["batch_in_epoch"] > steps_per_epoch:
+        # Equal is valid: saved after the epoch's last batch, before the epoch's end.
+        problems.append(
+            f"position: it stopped after batch {meta['batch_in_epoch']} of epoch "
+            f"{meta['epoch'] + 1}, but an epoch of this run's data has {steps_per_epoch} batches "
+            f"(steps_per_epoch={steps_per_epoch}). Resume with the data and batch_size it was "
+            "trained with"
+        )
     if problems:
         raise CheckpointError(
             f"Checkpoint {os.fspath(path)!r} does not match this trainer; nothing was loaded:\n- "

@@ -17,9 +17,10 @@ import inspect
 import math
 import os
 import random
+import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,7 +29,15 @@ from mlxkit import losses as losses_module
 from mlxkit import metrics as metrics_module
 from mlxkit import optimizers as optimizers_module
 from mlxkit._batches import ArrayBatches, flat_items, is_array_tree, num_samples, to_float, to_mx
+from mlxkit._inputs import (
+    check_class_indices,
+    check_validation_shapes,
+    check_validation_tuple,
+    class_count,
+    shapes,
+)
 from mlxkit._pipelining import PipelineMode, StepPipeline
+from mlxkit._recovery import StepBoundaryInterrupt, batch_signature, restore, snapshot
 from mlxkit._validation import check_int
 from mlxkit.callbacks.base import Callback, CallbackList, LazyLogs
 from mlxkit.callbacks.history import History
@@ -192,6 +201,9 @@ class Trainer:
         # build their own list for each call.
         self.callbacks = CallbackList([], self)
         self._steps: dict[str, Callable[..., Any]] = {}
+        # Per step kind, the batch signatures (shapes, dtypes) its compiled function has traced.
+        self._traced: dict[str, set[Hashable]] = {}
+        self._interrupt = StepBoundaryInterrupt(active=False)  # each fit makes its own
 
     # ------------------------------------------------------------------ loop position
     @property
@@ -377,6 +389,33 @@ class Trainer:
                 fn = mx.compile(fn, inputs=state, outputs=state)
         self._steps[kind] = fn
         return fn
+
+    def _call_step(
+        self, kind: Literal["train", "train_accumulate", "test", "predict"], batch: Batch
+    ) -> Any:
+        """Runs the step of `kind` on `batch`; if it fails, puts back the state it captured.
+
+        A compiled step runs Python, and can fail, only while MLX traces it: on its first call for
+        a batch signature (shapes and dtypes). A trace that fails leaves placeholders in the state
+        it captured (the model, the optimizer, `mx.random.state`, ...), on which every later MLX
+        call in the process fails. So before a call that may trace, the state's arrays (immutable)
+        are kept by reference, and put back if the call raises. A call of a traced signature runs
+        no Python and costs one set lookup; an eager step (`compile=False`) is always guarded.
+        """
+        step_fn = self._step(kind)
+        signature = batch_signature(batch) if self.compile else None
+        traced = self._traced.setdefault(kind, set())
+        if signature is not None and signature in traced:
+            return step_fn(batch)
+        saved = snapshot(self.compiled_state())
+        try:
+            result = step_fn(batch)
+        except BaseException:
+            restore(self.compiled_state(), saved)
+            raise
+        if signature is not None:
+            traced.add(signature)
+        return result
 
     # ------------------------------------------------------------------ batches
     def _unpack(self, batch: Any) -> Batch:
@@ -617,8 +656,10 @@ class Trainer:
         )
         validation = None
         if validation_data is not None:
+            check_validation_tuple(validation_data)
             validation = self._validation_source(validation_data, batch_size)
         self.steps_per_epoch = steps_per_epoch or _length(train)
+        self._check_arrays(train, "train_step", validation)
 
         # A new History per call, as Keras: an earlier fit's History keeps its record.
         given = [c for c in callbacks or [] if isinstance(c, History)]
@@ -649,32 +690,90 @@ class Trainer:
         if resume_from is not None:
             from mlxkit.checkpoint import load_checkpoint
 
-            load_checkpoint(self, resume_from)
+            # The saved position must lie in this run's epochs (checkpoints before 0.2 do not
+            # record their epoch length): refused before anything is applied.
+            load_checkpoint(self, resume_from, steps_per_epoch=self.steps_per_epoch)
         train = train.replace(seed=self.loop.seed)  # the checkpoint's seed, after a resume
 
         self._check_first_batch(train)
+        _check_passes(train, epochs - self.loop.epoch, steps_per_epoch)
         _blas.advise_once()
         if self.group is not None:
             self._synchronize_parameters()
         self.model.train()
         passes = _Passes(train, steps_per_epoch, self.loop)
-        self.callbacks.call("on_train_begin", None)
-        epoch_logs: dict[str, float] = {}
-        while self.loop.epoch < epochs and not self.loop.stop_training:
+        # Ctrl-C stops at the end of a step; under distributed training a rank that stopped alone
+        # would leave the others waiting in a collective, so there it interrupts as usual.
+        self._interrupt = StepBoundaryInterrupt(active=self.group is None)
+        with self._interrupt as interrupt:
             try:
-                epoch_logs = self._fit_epoch(passes, class_table, validation, validation_freq)
-            except RuntimeError as error:
-                if self.group is None:
-                    raise
-                raise RuntimeError(
-                    f"mlxkit: rank {self.rank} of {self.world_size} stopped at epoch "
-                    f"{self.loop.epoch + 1}, batch {self.loop.batch_in_epoch + 1}: a collective "
-                    f"failed, most likely because another rank died or was killed ({error}). "
-                    "Checkpoints already written are intact: relaunch with resume_from= (or "
-                    "BackupAndRestore) to continue."
-                ) from error
+                self.callbacks.call("on_train_begin", None)
+                epoch_logs: dict[str, float] = {}
+                while self.loop.epoch < epochs and not self.loop.stop_training:
+                    interrupt.check()
+                    try:
+                        epoch_logs = self._fit_epoch(
+                            passes, class_table, validation, validation_freq
+                        )
+                    except RuntimeError as error:
+                        if self.group is None:
+                            raise
+                        raise RuntimeError(
+                            f"mlxkit: rank {self.rank} of {self.world_size} stopped at epoch "
+                            f"{self.loop.epoch + 1}, batch {self.loop.batch_in_epoch + 1}: a "
+                            f"collective failed, most likely because another rank died or was "
+                            f"killed ({error}). Checkpoints already written are intact: relaunch "
+                            "with resume_from= (or BackupAndRestore) to continue."
+                        ) from error
+                interrupt.check()
+            except KeyboardInterrupt:
+                self._report_interrupt(at_step_end=interrupt.stopped_at_step_end)
+                raise
         self.callbacks.call("on_train_end", epoch_logs)
         return self.history
+
+    def _report_interrupt(self, *, at_step_end: bool) -> None:
+        """Says where `fit` stopped, which backup holds what, and the call that resumes.
+
+        At the end of a step (the first Ctrl-C) the state is whole, so a `BackupAndRestore`
+        backup of it is written; a `KeyboardInterrupt` from anywhere else (a second Ctrl-C, a
+        callback) may have left the in-memory state part-way, and the last backup is named.
+        """
+        from mlxkit.callbacks.checkpointing import BackupAndRestore
+
+        loop = self.loop
+        lines = [
+            f"mlxkit: training interrupted at epoch {loop.epoch + 1}, after batch "
+            f"{loop.batch_in_epoch} of {self.steps_per_epoch or '?'} (global step "
+            f"{loop.global_step})."
+        ]
+        backup = next(
+            (c for c in self.callbacks.callbacks if isinstance(c, BackupAndRestore)), None
+        )
+        if backup is not None:
+            if at_step_end:
+                backup.backup()
+                held = "this state"
+            else:
+                held = f"the state of its last save (global step {backup.saved_step})"
+            lines.append(
+                f"The backup in {backup.backup_dir!r} holds {held}. To resume, run the same "
+                f"fit again with BackupAndRestore({backup.backup_dir!r}) in its callbacks."
+            )
+        elif at_step_end:
+            lines.append(
+                "No backup holds this state; the trainer does. Keep it with "
+                "trainer.save_checkpoint('checkpoint') and resume with trainer.fit(..., "
+                "resume_from='checkpoint'), or add BackupAndRestore(folder) to the callbacks "
+                "to keep a backup as training goes."
+            )
+        else:
+            lines.append(
+                "No backup was kept, and the trainer may have stopped part-way through a step. "
+                "Add BackupAndRestore(folder) to the callbacks to resume after an interrupt."
+            )
+        if self.is_main_process:
+            print("\n".join(lines), file=sys.stderr, flush=True)
 
     def _fit_epoch(self, passes, class_table, validation, validation_freq) -> dict[str, float]:
         loop = self.loop
@@ -689,16 +788,16 @@ class Trainer:
         samples_start = self.samples_seen()
         step = first_batch
         state = self.compiled_state()
+        interrupt = self._interrupt
         self.pipeline.start_epoch()
         for raw in passes.epoch_batches():
             if batch_begin:
                 self.callbacks.call("on_train_batch_begin", step, logs)
             update = (loop.global_step + 1) % self.accumulate_steps == 0
-            step_fn = self._step("train" if update else "train_accumulate")
             batch = self._unpack(raw)
             if class_table is not None:
                 batch = _with_class_weights(batch, class_table)
-            step_fn(batch)
+            self._call_step("train" if update else "train_accumulate", batch)
             # Evaluate the step, or queue it and wait for the one before (see StepPipeline).
             self.pipeline.step_built(state, self.loss_state["sums"])
             step += 1
@@ -710,15 +809,17 @@ class Trainer:
                 self.callbacks.call("on_train_batch_end", step - 1, logs)
             # Under distributed training a stop waits for the epoch end, where all ranks agree on
             # it; a rank that stopped alone would leave the others waiting in a collective.
+            interrupt.check()
             if loop.stop_training and self.group is None:
                 break
         mx.eval(self.compiled_state())
         seconds = time.perf_counter() - start_time
         if step == 0:
-            raise ValueError("The training data yielded no batch in this epoch: is it empty?")
+            raise ValueError(_no_batch_message(passes.source, epoch))
         epoch_logs = self._logs(synchronize=True)
         self._report_bad_loss(epoch)
-        epoch_logs["learning_rate"] = to_float(self.optimizer.learning_rate)
+        if "learning_rate" in self.optimizer.state:  # not for Adafactor's relative steps
+            epoch_logs["learning_rate"] = to_float(self.optimizer.learning_rate)
         samples = (self.samples_seen() - samples_start) * self.world_size
         epoch_logs["samples_per_second"] = samples / max(seconds, 1e-9)
         epoch_logs["peak_memory_mb"] = mx.get_peak_memory() / 2**20
@@ -814,6 +915,65 @@ class Trainer:
             if len(self._unpack(source.batches[0])) == 3:
                 self._check_weighted_loss("x")  # (x, y, sample_weight) batches
 
+    def _check_arrays(
+        self,
+        source: BatchSource,
+        step: Literal["train_step", "test_step"],
+        validation: BatchSource | None = None,
+    ) -> None:
+        """Refuses arrays the model or the loss cannot take, before anything is compiled or trained.
+
+        The model's graph is built on the first batch (lazily: nothing is computed, and every
+        array the steps capture is put back), so a wrong input width fails here, naming `x` and
+        the batch's shapes. Integer targets of a class-index loss (mlxkit's cross-entropies) are
+        checked against the model's output width, `validation_data`'s sample shapes against
+        `x`'s. An override of `step` (or of `compute_loss`) may read batches its own way, so
+        then only the shapes of `validation_data` are checked.
+        """
+        if not isinstance(source, ArrayBatches):
+            return
+        if isinstance(validation, ArrayBatches):
+            check_validation_shapes(source, validation)
+        if getattr(type(self), step) is not getattr(Trainer, step):
+            return
+        library_loss = getattr(self.loss, "func", self.loss) in losses_module.ALL.values()
+        if source.y is None and library_loss and type(self).compute_loss is Trainer.compute_loss:
+            # mlxkit's losses all need targets; a loss of the user's own may not.
+            raise ValueError(
+                f"`y` is missing: the loss needs targets for every sample of `x`. Pass them as "
+                f"`y=`, or (x, y) batches. Received: x of shape {shapes(source.x)}, y=None"
+            )
+        first = _slice(source.x, 0, source.batch_size)
+        saved, was_training = snapshot(self.compiled_state()), self.model.training
+        self.model.train(step == "train_step")  # the mode the step runs in
+        try:
+            outputs = self.forward(first)
+        except Exception as error:
+            raise ValueError(
+                f"The model cannot run on the first batch of `x`: {error} Received: a batch of x "
+                f"of shape {shapes(first)}. Check that the model's input size matches the data."
+            ) from error
+        finally:
+            restore(self.compiled_state(), saved)
+            self.model.train(was_training)
+        classes = class_count(outputs, source.y, self._class_axis())
+        if classes is not None:
+            check_class_indices(source.y, classes, "y")
+            if isinstance(validation, ArrayBatches):
+                check_class_indices(validation.y, classes, "validation_data")
+
+    def _class_axis(self) -> int | None:
+        """The class axis of the loss when it takes integer class indices, else `None`."""
+        if type(self).compute_loss is not Trainer.compute_loss:
+            return None
+        function = getattr(self.loss, "func", self.loss)  # through functools.partial
+        if function not in (
+            losses_module.cross_entropy,
+            losses_module.sparse_categorical_crossentropy,
+        ):
+            return None
+        return int(getattr(self.loss, "keywords", {}).get("axis", -1))
+
     # ------------------------------------------------------------------ evaluate / predict
     def evaluate(
         self,
@@ -853,6 +1013,7 @@ class Trainer:
         batches = self._source(
             x, y, argument="x", batch_size=batch_size, sample_weight=sample_weight, shard=True
         )
+        self._check_arrays(batches, "test_step")
         logs = self._evaluate(batches, CallbackList(callbacks or [], self))
         if return_dict:
             return logs
@@ -868,14 +1029,13 @@ class Trainer:
         self._reset_metrics()
         self.model.eval()
         callbacks.call("on_test_begin", None)
-        step_fn = self._step("test")
         wants_begin = callbacks.wants("on_test_batch_begin")
         wants_end = callbacks.wants("on_test_batch_end")
         self.stop_evaluating = False
         for index, raw in enumerate(self._epoch_batches(batches, 0)):
             if wants_begin:
                 callbacks.call("on_test_batch_begin", index, None)
-            step_fn(self._unpack(raw))
+            self._call_step("test", self._unpack(raw))
             mx.async_eval(self.loss_state, [m.state for m in self.metrics])
             if wants_end:
                 callbacks.call("on_test_batch_end", index, LazyLogs(self._logs))
@@ -905,7 +1065,6 @@ class Trainer:
         callback_list = CallbackList(callbacks or [], self)
         was_training = self.model.training
         self.model.eval()
-        step_fn = self._step("predict")
         callback_list.call("on_predict_begin", None)
         outputs = []
         self.stop_predicting = False
@@ -913,7 +1072,7 @@ class Trainer:
         for index, raw in enumerate(self._epoch_batches(batches, 0)):
             callback_list.call("on_predict_batch_begin", index, None)
             batch = self._unpack(raw)
-            outputs.append(step_fn(batch))
+            outputs.append(self._call_step("predict", batch))
             mx.async_eval(outputs[-1])
             callback_list.call("on_predict_batch_end", index, None)
             if self.stop_predicting:
@@ -1039,6 +1198,39 @@ def _batch_size(outputs: Any) -> int:
     while isinstance(leaf, (list, tuple, dict)):
         leaf = next(iter(leaf.values())) if isinstance(leaf, dict) else leaf[0]
     return leaf.shape[0] if getattr(leaf, "ndim", 0) else 1
+
+
+def _one_shot(source: BatchSource) -> bool:
+    """Whether `source` wraps an iterator (a generator, say), which one pass exhausts."""
+    batches = source.batches if isinstance(source, IterableBatches) else None
+    return isinstance(batches, Iterator)
+
+
+def _check_passes(source: BatchSource, epochs: int, steps_per_epoch: int | None) -> None:
+    """Refuses a one-shot iterator that `epochs` full passes would read more than once."""
+    if epochs > 1 and steps_per_epoch is None and _one_shot(source):
+        batches = source.batches if isinstance(source, IterableBatches) else source
+        raise ValueError(
+            f"`x` is a one-shot iterator ({type(batches).__name__}): the first epoch reads it "
+            f"to the end, and the {epochs - 1} after it would get no batch. Pass a re-iterable "
+            "(a list of batches, an mlxkit.data.Stream, an object whose __iter__ starts over), or "
+            f"steps_per_epoch= for an endless generator. Received: x of type "
+            f"{type(batches).__name__}, epochs={epochs}"
+        )
+
+
+def _no_batch_message(source: BatchSource, epoch: int) -> str:
+    if _one_shot(source):
+        return (
+            f"The training data yielded no batch in epoch {epoch + 1}: `x` is an iterator "
+            "(a generator, say) that an earlier epoch exhausted. Pass a re-iterable (a list of "
+            "batches, an mlxkit.data.Stream), or a generator that never ends with "
+            "steps_per_epoch=."
+        )
+    return (
+        f"The training data yielded no batch in epoch {epoch + 1}. With drop_last=True every "
+        "batch must be full: is batch_size larger than the dataset?"
+    )
 
 
 def _takes_update(train_step: Callable[..., Any]) -> bool:

@@ -41,6 +41,7 @@ from mlxkit.export import to_coreml, to_mlxfn
 from mlxkit.images import save_png
 
 import mlx.core as mx
+import mlx.optimizers as optim
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
@@ -105,6 +106,25 @@ class Context:
             verbose=0,
         )
 
+    def fit(self, x: Any = None, y: Any = None, **kwargs: Any) -> Any:
+        """`ctx.trainer.fit` on the worker's arrays, with any of them replaced."""
+        x = self.x if x is None else x
+        y = self.y if y is None and not isinstance(x, list) and "no_y" not in kwargs else y
+        kwargs.pop("no_y", None)
+        return self.trainer.fit(x, y, **{"batch_size": 8, "verbose": 0, **kwargs})
+
+    def old_checkpoint(self, batch_in_epoch: int) -> Path:
+        """A checkpoint that stopped at `batch_in_epoch` and, like those before 0.2, does not
+        record its epoch length."""
+        return self.edited(batch_in_epoch=batch_in_epoch, epoch=0, steps_per_epoch=None)
+
+    def without_learning_rate(self) -> Any:
+        """A trainer whose optimizer has no learning rate (Adafactor's relative steps)."""
+        trainer = worker.make_trainer()
+        trainer.optimizer = optim.Adafactor()
+        trainer.optimizer.init(trainer.model.trainable_parameters())
+        return trainer
+
     def half_weights(self) -> Path:
         model = self.trainer.model
         path = self.tmp / "half.safetensors"
@@ -160,8 +180,150 @@ def truncated_class_folder(ctx: Context) -> None:
     image_folder_samples(root)
 
 
+def generator(ctx: Context) -> Any:
+    return ((ctx.x[i : i + 8], ctx.y[i : i + 8]) for i in range(0, 48, 8))
+
+
 HOME = os.path.expanduser("~")
+X, Y = worker.make_data()[:2]  # 48 samples of 8 features, 3 classes
 CASES: list[Any] = [
+    # ------------------------------------------------------------------ Trainer: fit / evaluate
+    (
+        "fit(x of the wrong width)",
+        lambda c: c.fit(X[:, :5]),
+        ValueError,
+        ["first batch of `x`", "[addmm]", "Received: a batch of x of shape (8, 5)"],
+    ),
+    (
+        "fit(y = 7 with 3 classes)",
+        lambda c: c.fit(y=np.where(Y == 2, 7, Y)),
+        ValueError,
+        ["`y`", "outside [0, 3)", "model outputs 3 classes", "Received: y values 7", "max 7"],
+    ),
+    (
+        "fit(y = -1)",
+        lambda c: c.fit(y=Y - 1),
+        ValueError,
+        ["`y`", "outside [0, 3)", "Received: y values -1", "min -1"],
+    ),
+    (
+        "fit(y of another length)",
+        lambda c: c.fit(y=Y[:40]),
+        ValueError,
+        ["`x` and `y`", "48 samples in x and 40 in y"],
+    ),
+    ("fit(no y)", lambda c: c.fit(no_y=True), ValueError, ["`y` is missing", "(48, 8), y=None"]),
+    (
+        "fit(x a file name)",
+        lambda c: c.trainer.fit("train.csv", verbose=0),
+        TypeError,
+        ["`x` must be", "Received: str"],
+    ),
+    (
+        "fit(validation_data of the wrong width)",
+        lambda c: c.fit(validation_data=(X[:16, :5], Y[:16])),
+        ValueError,
+        ["`validation_data`", "(8,)", "Received: validation_data inputs of shape (16, 5)"],
+    ),
+    (
+        "fit(validation_data labels 9)",
+        lambda c: c.fit(validation_data=(X[:16], np.full(16, 9, np.int32))),
+        ValueError,
+        ["`validation_data`", "outside [0, 3)", "Received: validation_data values 9"],
+    ),
+    (
+        "fit(validation_data one-hot targets)",
+        lambda c: c.fit(validation_data=(X[:16], np.eye(3, dtype=np.float32)[Y[:16]])),
+        ValueError,
+        ["targets in `validation_data`", "Received: validation_data targets of shape (16, 3)"],
+    ),
+    (
+        "fit(validation_data without targets)",
+        lambda c: c.fit(validation_data=X[:16]),
+        ValueError,
+        ["`validation_data` has no targets", "Received: validation_data inputs of shape (16, 8)"],
+    ),
+    (
+        "fit(validation_data a 4-tuple)",
+        lambda c: c.fit(validation_data=(X[:16], Y[:16], Y[:16], Y[:16])),
+        ValueError,
+        ["`validation_data` must be", "Received: a tuple of 4 items", "shape (16, 8)"],
+    ),
+    (
+        "fit(validation_data sample weights of another length)",
+        lambda c: c.fit(validation_data=(X[:16], Y[:16], np.ones(3))),
+        ValueError,
+        ["`validation_data`", "one entry per sample: 16", "validation_data[2] of shape (3,)"],
+    ),
+    (
+        "fit(validation_data sample weights a list)",
+        lambda c: c.fit(validation_data=(X[:16], Y[:16], [1.0, 2.0])),
+        ValueError,
+        ["`validation_data`", "sample weight", "validation_data[2] of type list"],
+    ),
+    (
+        "fit(one-shot generator, epochs=2)",
+        lambda c: c.trainer.fit(generator(c), epochs=2, verbose=0),
+        ValueError,
+        ["`x` is a one-shot iterator", "Received: x of type generator, epochs=2"],
+    ),
+    ("fit(batch_size=0)", lambda c: c.fit(batch_size=0), ValueError, ["batch_size=0"]),
+    ("fit(epochs=-1)", lambda c: c.fit(epochs=-1), ValueError, ["epochs=-1"]),
+    (
+        "fit(steps_per_epoch=0)",
+        lambda c: c.fit(steps_per_epoch=0),
+        ValueError,
+        ["steps_per_epoch=0"],
+    ),
+    (
+        "fit(validation_split=1.5)",
+        lambda c: c.fit(validation_split=1.5),
+        ValueError,
+        ["validation_split=1.5"],
+    ),
+    ("fit(verbose=3)", lambda c: c.fit(verbose=3), ValueError, ["verbose=3"]),
+    (
+        "fit(resume_from past this run's epoch)",
+        lambda c: c.resume(c.old_checkpoint(batch_in_epoch=7)),
+        CheckpointError,
+        ["ckpt", "after batch 7 of epoch 1", "steps_per_epoch=6", "nothing was loaded"],
+    ),
+    (
+        "fit(ReduceLROnPlateau, optimizer without a learning rate)",
+        lambda c: c.without_learning_rate().fit(X, Y, callbacks=[ReduceLROnPlateau()], verbose=0),
+        ValueError,
+        ["ReduceLROnPlateau", "Received: optimizer Adafactor without learning_rate"],
+    ),
+    (
+        "evaluate(x) without y",
+        lambda c: c.trainer.evaluate(X),
+        ValueError,
+        ["`y` is missing", "Received: x of shape (48, 8), y=None"],
+    ),
+    (
+        "evaluate(x of the wrong width)",
+        lambda c: c.trainer.evaluate(X[:, :6], Y),
+        ValueError,
+        ["first batch of `x`", "[addmm]", "shape (32, 6)"],
+    ),
+    (
+        "Trainer(clip_grad_norm=0)",
+        lambda c: type(c.trainer)(c.trainer.model, c.trainer.optimizer, "mse", clip_grad_norm=0),
+        ValueError,
+        ["clip_grad_norm=0"],
+    ),
+    (
+        "Trainer(accumulate_steps=0)",
+        lambda c: type(c.trainer)(c.trainer.model, c.trainer.optimizer, "mse", accumulate_steps=0),
+        ValueError,
+        ["accumulate_steps=0"],
+    ),
+    (
+        "Trainer(model='mlp')",
+        lambda c: type(c.trainer)("mlp", c.trainer.optimizer, "mse"),
+        TypeError,
+        ["`model`", "Received: model of type str"],
+    ),
     # ------------------------------------------------------------------ checkpoint targets
     ("save_checkpoint('')", lambda c: save_checkpoint(c.trainer, ""), ValueError, ["path=''"]),
     ("save_checkpoint('.')", lambda c: save_checkpoint(c.trainer, "."), ValueError, ["path='.'"]),
@@ -519,4 +681,4 @@ def test_bad_input_is_refused_clearly_before_training(tmp_path, call, error, fra
 
 
 def test_the_catalogue_is_large_enough():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 60

@@ -112,12 +112,76 @@ def test_sigint_keeps_the_latest_backup_and_resumes_exactly(tmp_path, reference)
     assert process.returncode != 0 and "KeyboardInterrupt" in stderr, stderr
     steps = [int(line.split()[1]) for line in stdout.splitlines() if line.startswith("step")]
     last = max([fault.KILL_AFTER, *steps])  # the last step reported trained
-    # Callbacks that save run after the others: step `last` was reported before its backup was
-    # written, so the interrupt found that backup written or not yet started, never half done.
+    # Ctrl-C stops fit at the end of a step, after its callbacks (the backup among them): the
+    # backup holds the last step trained, and fit said so.
     meta, _ = read_checkpoint(tmp_path / "backup")
-    assert meta["global_step"] in (last - 1, last)
+    assert meta["global_step"] == last
+    assert f"(global step {last})" in stderr and "holds this state" in stderr, stderr
+    assert f"BackupAndRestore({str(tmp_path / 'backup')!r})" in stderr, stderr
     assert sorted(os.listdir(tmp_path / "backup")) == FILES
     resume_and_compare(tmp_path, reference)
+
+
+def _sigint_at(trainer, step):
+    """A callback that sends this process SIGINT (as Ctrl-C does) after global step `step`."""
+
+    def on_train_batch_end(batch, logs=None):
+        if trainer.global_step == step:
+            signal.raise_signal(signal.SIGINT)
+
+    return LambdaCallback(on_train_batch_end=on_train_batch_end)
+
+
+def test_ctrl_c_in_fit_stops_at_the_step_end_with_a_backup_and_the_call_that_resumes(
+    tmp_path, reference, capsys
+):
+    trainer = worker.make_trainer()
+    backup = BackupAndRestore(tmp_path / "backup")  # at epoch ends only: older than step 15
+    with pytest.raises(KeyboardInterrupt):
+        worker.fit(trainer, [_sigint_at(trainer, fault.KILL_AFTER), backup])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back
+    assert (trainer.global_step, trainer.epoch, trainer.batch_in_epoch) == (15, 2, 3)
+    message = capsys.readouterr().err
+    assert "interrupted at epoch 3, after batch 3 of 6 (global step 15)" in message, message
+    assert f"The backup in {str(tmp_path / 'backup')!r} holds this state" in message
+    assert f"BackupAndRestore({str(tmp_path / 'backup')!r})" in message
+    meta, _ = read_checkpoint(tmp_path / "backup")  # written at the interrupt
+    assert (meta["global_step"], meta["epoch"], meta["batch_in_epoch"]) == (15, 2, 3)
+    resume_and_compare(tmp_path, reference)
+
+
+def test_ctrl_c_in_fit_without_a_backup_says_how_to_keep_the_state(tmp_path, reference, capsys):
+    trainer = worker.make_trainer()
+    with pytest.raises(KeyboardInterrupt):
+        worker.fit(trainer, [_sigint_at(trainer, fault.KILL_AFTER)])
+    message = capsys.readouterr().err
+    assert "No backup holds this state; the trainer does" in message, message
+    assert "trainer.save_checkpoint(" in message and "resume_from=" in message
+    # Following the advice resumes exactly.
+    trainer.save_checkpoint(tmp_path / "ckpt")
+    resumed = worker.make_trainer(init_seed=99)
+    history = worker.fit(resumed, [], seed=None, resume_from=tmp_path / "ckpt")
+    for key, value in reference[0].items():
+        np.testing.assert_array_equal(worker.weights(resumed)[key], value, err_msg=key)
+    assert without_timing(history.history) == reference[1]
+
+
+def test_a_keyboard_interrupt_from_a_callback_names_the_last_backup(tmp_path, capsys):
+    trainer = worker.make_trainer()
+
+    def on_train_batch_end(batch, logs=None):
+        if trainer.global_step == 8:
+            raise KeyboardInterrupt
+
+    backup = BackupAndRestore(tmp_path / "backup", save_freq=5)
+    with pytest.raises(KeyboardInterrupt):
+        worker.fit(trainer, [LambdaCallback(on_train_batch_end=on_train_batch_end), backup])
+    message = capsys.readouterr().err
+    # Not a stop fit made itself: the backup is left as its last save wrote it (step 6, the
+    # end of epoch 1), and the message says so.
+    assert "after batch 2 of 6 (global step 8)" in message, message
+    assert "holds the state of its last save (global step 6)" in message
+    assert read_checkpoint(tmp_path / "backup")[0]["global_step"] == 6
 
 
 @contextlib.contextmanager

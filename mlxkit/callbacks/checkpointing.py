@@ -322,6 +322,7 @@ class BackupAndRestore(Callback):
         self.save_freq = save_freq
         self.double_checkpoint = double_checkpoint
         self.delete_checkpoint = delete_checkpoint
+        self.saved_step: int | None = None  # the global step of the last backup this run wrote
         if save_freq != "epoch":
             self.on_train_batch_end = self._on_train_batch_end  # type: ignore[method-assign]
 
@@ -365,6 +366,14 @@ class BackupAndRestore(Callback):
         for name in os.listdir(self.previous_dir):
             shutil.copy2(os.path.join(self.previous_dir, name), os.path.join(folder, name))
 
+    def backup(self) -> None:
+        """Writes the backup now, unless it holds the trainer's current step already.
+
+        `fit` calls it when Ctrl-C stops training at the end of a step.
+        """
+        if self.saved_step != self.trainer.global_step:
+            self._backup()
+
     def _backup(self) -> None:
         complete = os.path.exists(os.path.join(self.backup_dir, "trainer.json"))
         if self.double_checkpoint and complete and self.trainer.is_main_process:
@@ -373,6 +382,7 @@ class BackupAndRestore(Callback):
             remove_folder(self.previous_dir)
             os.rename(self.backup_dir, self.previous_dir)
         save_checkpoint(self.trainer, self.backup_dir)
+        self.saved_step = self.trainer.global_step
 
     def _on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
         if self.trainer.global_step % int(self.save_freq) == 0:

@@ -154,7 +154,7 @@ class EarlyStopping(Callback):
         >>> history = trainer.fit(x, y, validation_split=0.2, epochs=50, callbacks=[stop],
         ...                       verbose=0, seed=0)
         >>> print(f"ran {len(history.epoch)} of 50 epochs, best val_loss at {stop.best_epoch}")
-        ran 28 of 50 epochs, best val_loss at 22
+        ran 22 of 50 epochs, best val_loss at 16
     """
 
     def __init__(
@@ -243,7 +243,14 @@ class EarlyStopping(Callback):
 
 
 def settable_learning_rate(trainer: Any, owner: str) -> None:
-    """Raises a TypeError (as Keras does) if the optimizer's learning rate is a schedule."""
+    """Raises a TypeError (as Keras does) if the optimizer's learning rate is a schedule, and a
+    ValueError if it has none (`optim.Adafactor()` scales its steps by the parameters instead)."""
+    if "learning_rate" not in trainer.optimizer.state:
+        raise ValueError(
+            f"{owner} sets the learning rate, but the optimizer has none. Received: optimizer "
+            f"{type(trainer.optimizer).__name__} without learning_rate (give it one, e.g. "
+            f"{type(trainer.optimizer).__name__}(learning_rate=1e-3))"
+        )
     if trainer.learning_rate_is_scheduled:
         raise TypeError(
             f"{owner} sets the learning rate, but the optimizer already follows a schedule "
@@ -272,7 +279,7 @@ class ReduceLROnPlateau(Callback):
         >>> history = trainer.fit(x, y, validation_split=0.2, epochs=30, callbacks=[reduce],
         ...                       verbose=0, seed=0)
         >>> [round(rate, 5) for rate in sorted(set(history.history["learning_rate"]), reverse=True)]
-        [0.01, 0.005, 0.0025, 0.00125]
+        [0.01, 0.005, 0.0025, 0.00125, 0.00062, 0.00031, 0.00016]
     """
 
     def __init__(

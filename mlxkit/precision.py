@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import reduce
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -260,12 +260,12 @@ def cast_floating(tree: Any, dtype: mx.Dtype) -> Any:
         {'x': mlx.core.bfloat16, 'labels': mlx.core.int32}
     """
 
-    def cast(leaf):
+    def cast_leaf(leaf):
         if isinstance(leaf, mx.array) and mx.issubdtype(leaf.dtype, mx.floating):
             return leaf.astype(dtype)
         return leaf
 
-    return tree_map(cast, tree)
+    return tree_map(cast_leaf, tree)
 
 
 def all_finite(tree: Any) -> mx.array:
@@ -275,5 +275,6 @@ def all_finite(tree: Any) -> mx.array:
         >>> all_finite({"a": mx.array([1.0, 2.0]), "b": mx.array([float("inf")])}).item()
         False
     """
-    checks = [mx.isfinite(leaf).all() for _, leaf in tree_flatten(tree)]
+    leaves = [leaf for _, leaf in cast(list[tuple[str, Any]], tree_flatten(tree))]
+    checks = [mx.isfinite(leaf).all() for leaf in leaves if isinstance(leaf, mx.array)]
     return reduce(mx.logical_and, checks, mx.array(True))

@@ -9,8 +9,8 @@ Run:
 Two models, each trained by `Trainer(..., precision=p)` for p in float32, bfloat16 and float16,
 from the same initial weights and on the same batch order:
 
-- `mlp`: `mlxkit.models.gluon_mlp` (784-64-64-10) on MNIST (60,000 training images, batch 64, Adam 1e-3),
-  test accuracy on the 10,000 test images;
+- `mlp`: `mlxkit.models.gluon_mlp` (784-64-64-10) on MNIST (60,000 training images, batch 64,
+  Adam 1e-3), test accuracy on the 10,000 test images;
 - `depth`: `depth_resnet20` at 32x64 (small input) on synthetic street scenes (the benchmark's
   depth workload, batch 8, Adam 1e-3), validation MSE on held-out scenes.
 
@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 
-import mlxkit  # first: loads the fast BLAS before mlx.core  # isort: skip
+import mlxkit  # noqa: F401  (first: loads the fast BLAS before mlx.core)  # isort: skip
 from mlxkit import Trainer
 from mlxkit.datasets import load_mnist
 from mlxkit.models import depth_resnet20, gluon_mlp
@@ -42,7 +42,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _workloads import DEFAULT_MNIST, synthetic_depth  # noqa: E402
+from _workloads import DEFAULT_MNIST, synthetic_depth
 
 PRECISIONS = ["float32", "bfloat16", "float16"]
 

@@ -8,14 +8,15 @@ one gives the weights of the run without the bad batch), and an uninterrupted ru
 from __future__ import annotations
 
 import mlxkit  # first, so the fast BLAS loads before mlx.core  # isort: skip
+from mlxkit import Trainer
+from mlxkit.precision import Precision, all_finite, cast_floating, resolve_name
+
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
-from mlxkit import Trainer
-from mlxkit.precision import Precision, all_finite, cast_floating, resolve_name
 
 
 class Probe(nn.Module):
@@ -184,7 +185,7 @@ def test_a_float16_checkpoint_does_not_load_into_a_float32_trainer(tmp_path):
     trainer.fit(x, y, batch_size=32, epochs=1, verbose=0, seed=0)
     path = trainer.save_checkpoint(tmp_path / "ckpt")
     other = Trainer(mlp(), optim.SGD(learning_rate=0.1), loss="cross_entropy")
-    with pytest.raises(mlxkit.CheckpointError, match="loss_scale.scale"):
+    with pytest.raises(mlxkit.CheckpointError, match=r"loss_scale\.scale"):
         other.load_checkpoint(path)
 
 

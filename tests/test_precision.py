@@ -102,7 +102,8 @@ def test_float32_is_the_default_and_runs_in_float32():
     assert "loss_scale" not in history.history and trainer.loss_scale_state == {}
 
 
-def test_float16_skips_a_step_with_non_finite_gradients_and_halves_the_scale():
+@pytest.mark.parametrize("compile", [True, False])
+def test_float16_skips_a_step_with_non_finite_gradients_and_halves_the_scale(compile):
     x, y = classification(96)
     good = [(mx.array(x[i : i + 32]), mx.array(y[i : i + 32])) for i in (0, 32, 64)]
     # 1e5 is past float16's largest value (65504): the forward overflows, the gradients are NaN.
@@ -111,7 +112,11 @@ def test_float16_skips_a_step_with_non_finite_gradients_and_halves_the_scale():
     def run(batches, initial_scale):
         policy = Precision("float16", initial_scale=initial_scale)
         trainer = Trainer(
-            mlp(), optim.Adam(learning_rate=1e-2), loss="cross_entropy", precision=policy
+            mlp(),
+            optim.Adam(learning_rate=1e-2),
+            loss="cross_entropy",
+            precision=policy,
+            compile=compile,
         )
         history = trainer.fit(batches, epochs=1, verbose=0, seed=0)
         return trainer, history
@@ -261,3 +266,23 @@ def test_a_custom_train_step_with_value_and_grad_trains_in_low_precision():
     assert set(probe.seen) == {mx.bfloat16}
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
     assert dtypes(trainer.model.parameters()) == {mx.float32}
+
+
+def test_float16_with_gradient_accumulation_skips_a_window_with_a_bad_batch():
+    x, y = classification(128)
+    batches = [(mx.array(x[i : i + 32]), mx.array(y[i : i + 32])) for i in range(0, 128, 32)]
+    bad = (mx.array(np.full((32, 8), 1e5, np.float32)), batches[0][1])
+    policy = Precision("float16", initial_scale=2.0**10)
+    trainer = Trainer(
+        mlp(),
+        optim.SGD(learning_rate=0.1),
+        loss="cross_entropy",
+        precision=policy,
+        accumulate_steps=2,
+    )
+    # Windows: (good, bad) is skipped as a whole; (good, good) applies.
+    history = trainer.fit([batches[0], bad, batches[1], batches[2]], epochs=1, verbose=0)
+    assert history.history["skipped_steps"] == [1.0]
+    assert history.history["loss_scale"] == [2.0**9]
+    assert all_finite(trainer.model.parameters()).item()
+    assert all_finite(trainer.gradient_buffer["grads"]).item()  # emptied after the skip

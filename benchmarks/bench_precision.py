@@ -5,6 +5,7 @@ Run:
     python benchmarks/bench_precision.py                  # MNIST MLP and depth model, 3 epochs
     python benchmarks/bench_precision.py --epochs 5 --models mlp
     python benchmarks/bench_precision.py --quick          # a smoke run in seconds
+    python benchmarks/bench_precision.py --markdown benchmarks/precision.md  # the docs' table
 
 Two models, each trained by `Trainer(..., precision=p)` for p in float32, bfloat16 and float16,
 from the same initial weights and on the same batch order:
@@ -19,17 +20,25 @@ machine's load falls on all of them alike. Per epoch the script resets MLX's pea
 (`mx.reset_peak_memory`) and reads it after (`mx.get_peak_memory`): the largest live allocation
 of the epoch, weights, optimizer state, activations and gradients included. Epoch time is the
 median over the rounds after the first (the first compiles the steps). The table shows each
-precision's figures and their ratio to float32.
+precision's figures and their ratio to float32. BLAS threads are capped at one, as in
+`benchmarks/run.py` (OpenBLAS's spinning threads distort timings on a shared machine; set
+`OPENBLAS_NUM_THREADS` to override). `--markdown PATH` also writes the table as the Markdown
+section that the Benchmarks page includes.
 """
 
+# ruff: noqa: E402  (the BLAS thread cap must be set before mlxkit loads the BLAS)
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import platform
 import statistics
 import sys
 import time
+
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")  # before the BLAS loads
 
 import mlxkit  # noqa: F401  (first: loads the fast BLAS before mlx.core)  # isort: skip
 from mlxkit import Trainer
@@ -86,7 +95,8 @@ def build(model_name: str, precision: str, initial: dict) -> Trainer:
     return trainer
 
 
-def run(model_name: str, epochs: int, quick: bool, mnist: str) -> None:
+def run(model_name: str, epochs: int, quick: bool, mnist: str) -> list[str]:
+    """Trains the model at every precision; prints the table and returns it as Markdown lines."""
     train, test = mnist_data(quick, mnist) if model_name == "mlp" else depth_data(quick)
     batch_size = 64 if model_name == "mlp" else 8
     mx.random.seed(0)
@@ -112,8 +122,16 @@ def run(model_name: str, epochs: int, quick: bool, mnist: str) -> None:
             seconds[precision].append(time.perf_counter() - start)
             peaks[precision].append(mx.get_peak_memory() / 2**20)
             losses[precision] = history.history["loss"][-1]
-    print(f"\n{model_name}: {len(train[0])} training samples, batch {batch_size}, {epochs} epochs")
+    title = f"{model_name}: {len(train[0])} training samples, batch {batch_size}, {epochs} epochs"
+    print(f"\n{title}")
     quality = "test accuracy" if model_name == "mlp" else "val MSE"
+    markdown = [
+        f"### {title}",
+        "",
+        f"| precision | peak MiB | x float32 | s/epoch | x float32 | train loss | {quality} "
+        "| skipped steps |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     print(
         f"{'precision':10s} {'peak MiB':>9s} {'x f32':>6s} {'epoch s':>8s} {'x f32':>6s} "
         f"{'train loss':>10s} {quality:>13s} {'skipped':>7s}"
@@ -132,6 +150,12 @@ def run(model_name: str, epochs: int, quick: bool, mnist: str) -> None:
             f"{epoch_time / base_time:6.2f} {losses[precision]:10.4f} {score:13.4f} "
             f"{skipped_text:>7s}"
         )
+        markdown.append(
+            f"| {precision} | {peak:.1f} | {peak / base_peak:.2f} | {epoch_time:.2f} | "
+            f"{epoch_time / base_time:.2f} | {losses[precision]:.4f} | {score:.4f} | "
+            f"{skipped_text} |"
+        )
+    return [*markdown, ""]
 
 
 def main() -> None:
@@ -139,16 +163,59 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["mlp", "depth"], choices=["mlp", "depth"])
     parser.add_argument("--mnist", default=DEFAULT_MNIST, help="folder of MNIST's IDX files")
+    parser.add_argument("--markdown", help="also write the tables as Markdown to this file")
     parser.add_argument("--quick", action="store_true", help="few samples, 2 epochs: a smoke run")
     args = parser.parse_args()
     epochs = 2 if args.quick else args.epochs
-    print(
-        f"mlx {mx.__version__}, device {mx.default_device()}, {platform.platform()}, "
-        f"{os.cpu_count()} CPUs",
-        flush=True,
+    machine = (
+        f"mlx {mx.__version__}, device {mx.default_device()}, {_cpu_name()}, "
+        f"{os.cpu_count()} CPUs, {platform.platform()}, BLAS threads "
+        f"{os.environ['OPENBLAS_NUM_THREADS']}"
     )
+    print(machine, flush=True)
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    tables = []
     for model_name in args.models:
-        run(model_name, epochs, args.quick, args.mnist)
+        tables += run(model_name, epochs, args.quick, args.mnist)
+    if args.markdown:
+        minutes = (time.perf_counter() - start) / 60
+        load_after = os.getloadavg()
+        header = [
+            "## Mixed precision",
+            "",
+            "<!-- Written by `python benchmarks/bench_precision.py --markdown "
+            "benchmarks/precision.md`; edit the script, not this file. -->",
+            "",
+            "`Trainer(..., precision=p)` at each precision, interleaved epoch by epoch in one "
+            "process, from the same initial weights and batch order (the script's docstring "
+            "says what is measured). Peak MiB is `mx.get_peak_memory()` over an epoch after "
+            "`mx.reset_peak_memory()`; s/epoch the median of the epochs after the first.",
+            "",
+            f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+            f"{minutes:.0f} minutes{', --quick' if args.quick else ''}.",
+            f"- Machine: {machine}.",
+            f"- Load average (1, 5, 15 min) before: {_rounded(load_before)}, after: "
+            f"{_rounded(load_after)}, on 2 cores.",
+            "",
+        ]
+        with open(args.markdown, "w") as file:
+            file.write("\n".join(header + tables).rstrip() + "\n")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _rounded(values) -> list[float]:
+    return [round(value, 2) for value in values]
 
 
 if __name__ == "__main__":

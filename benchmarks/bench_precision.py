@@ -18,7 +18,8 @@ from the same initial weights and on the same batch order:
 The precisions are interleaved: each round trains one epoch of every precision in turn, so the
 machine's load falls on all of them alike. Per epoch the script resets MLX's peak-memory counter
 (`mx.reset_peak_memory`) and reads it after (`mx.get_peak_memory`): the largest live allocation
-of the epoch, weights, optimizer state, activations and gradients included. Epoch time is the
+of the epoch, weights, optimizer state, activations and gradients included, and the working
+memory: that peak less what was allocated when the epoch began. Epoch time is the
 median over the rounds after the first (the first compiles the steps). The table shows each
 precision's figures and their ratio to float32. BLAS threads are capped at one, as in
 `benchmarks/run.py` (OpenBLAS's spinning threads distort timings on a shared machine; set
@@ -99,17 +100,24 @@ def run(model_name: str, epochs: int, quick: bool, mnist: str) -> list[str]:
     """Trains the model at every precision; prints the table and returns it as Markdown lines."""
     train, test = mnist_data(quick, mnist) if model_name == "mlp" else depth_data(quick)
     batch_size = 64 if model_name == "mlp" else 8
+    # On the device once, so that the working memory below leaves the training set out.
+    train = (mx.array(train[0]), mx.array(train[1]))
+    mx.eval(train)
     mx.random.seed(0)
     reference = gluon_mlp() if model_name == "mlp" else depth_resnet20()
     initial = dict(tree_flatten(reference.parameters()))
     trainers = {p: build(model_name, p, initial) for p in PRECISIONS}
     seconds: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     peaks: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+    # The peak above what was allocated before the epoch (weights, optimizer state, the
+    # training set when fit holds it on the device): the working memory of the steps.
+    working: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     losses: dict[str, float] = {}
     for epoch in range(epochs):
         for precision, trainer in trainers.items():
             mx.eval(trainer.compiled_state())
             mx.reset_peak_memory()
+            resting = mx.get_active_memory()
             start = time.perf_counter()
             history = trainer.fit(
                 *train,
@@ -121,6 +129,7 @@ def run(model_name: str, epochs: int, quick: bool, mnist: str) -> list[str]:
             )
             seconds[precision].append(time.perf_counter() - start)
             peaks[precision].append(mx.get_peak_memory() / 2**20)
+            working[precision].append((mx.get_peak_memory() - resting) / 2**20)
             losses[precision] = history.history["loss"][-1]
     title = f"{model_name}: {len(train[0])} training samples, batch {batch_size}, {epochs} epochs"
     print(f"\n{title}")
@@ -128,30 +137,35 @@ def run(model_name: str, epochs: int, quick: bool, mnist: str) -> list[str]:
     markdown = [
         f"### {title}",
         "",
-        f"| precision | peak MiB | x float32 | s/epoch | x float32 | train loss | {quality} "
-        "| skipped steps |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| precision | peak MiB | x float32 | working MiB | x float32 | s/epoch | x float32 "
+        f"| train loss | {quality} | skipped steps |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     print(
-        f"{'precision':10s} {'peak MiB':>9s} {'x f32':>6s} {'epoch s':>8s} {'x f32':>6s} "
+        f"{'precision':10s} {'peak MiB':>9s} {'x f32':>6s} {'working':>8s} {'x f32':>6s} "
+        f"{'epoch s':>8s} {'x f32':>6s} "
         f"{'train loss':>10s} {quality:>13s} {'skipped':>7s}"
     )
     base_peak = max(peaks["float32"])
+    base_working = max(working["float32"])
     base_time = statistics.median(seconds["float32"][1:] or seconds["float32"])
     for precision, trainer in trainers.items():
         peak = max(peaks[precision])
+        work = max(working[precision])
         epoch_time = statistics.median(seconds[precision][1:] or seconds[precision])
         results = trainer.evaluate(*test, batch_size=256 if model_name == "mlp" else 16)
         score = results["accuracy"] if model_name == "mlp" else results["loss"]
         skipped = trainer.loss_scale_state.get("skipped_steps")
         skipped_text = "-" if skipped is None else str(skipped.item())
         print(
-            f"{precision:10s} {peak:9.1f} {peak / base_peak:6.2f} {epoch_time:8.2f} "
+            f"{precision:10s} {peak:9.1f} {peak / base_peak:6.2f} {work:8.1f} "
+            f"{work / base_working:6.2f} {epoch_time:8.2f} "
             f"{epoch_time / base_time:6.2f} {losses[precision]:10.4f} {score:13.4f} "
             f"{skipped_text:>7s}"
         )
         markdown.append(
-            f"| {precision} | {peak:.1f} | {peak / base_peak:.2f} | {epoch_time:.2f} | "
+            f"| {precision} | {peak:.1f} | {peak / base_peak:.2f} | {work:.1f} | "
+            f"{work / base_working:.2f} | {epoch_time:.2f} | "
             f"{epoch_time / base_time:.2f} | {losses[precision]:.4f} | {score:.4f} | "
             f"{skipped_text} |"
         )
@@ -190,7 +204,9 @@ def main() -> None:
             "`Trainer(..., precision=p)` at each precision, interleaved epoch by epoch in one "
             "process, from the same initial weights and batch order (the script's docstring "
             "says what is measured). Peak MiB is `mx.get_peak_memory()` over an epoch after "
-            "`mx.reset_peak_memory()`; s/epoch the median of the epochs after the first.",
+            "`mx.reset_peak_memory()`, working MiB that peak less the memory allocated when the "
+            "epoch began (weights, optimizer state and the training set, passed to `fit` as MLX "
+            "arrays); s/epoch the median of the epochs after the first.",
             "",
             f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
             f"{minutes:.0f} minutes{', --quick' if args.quick else ''}.",

@@ -494,6 +494,8 @@ def render(results: dict) -> str:
         lines += _blas(results)
     if results.get("defaults"):
         lines += _defaults(results)
+    # bench_precision.py writes the mixed-precision section; the page includes it as a snippet.
+    lines += ['--8<-- "benchmarks/precision.md"', ""]
     lines += _method()
     return "\n".join(lines).rstrip() + "\n"
 

@@ -19,6 +19,7 @@ from mlxkit import (  # noqa: E402
     metrics,
     models,
     optimizers,
+    precision,
 )
 from mlxkit.callbacks import History  # noqa: E402
 from mlxkit.checkpoint import CheckpointError, load_weights  # noqa: E402
@@ -40,6 +41,7 @@ __all__ = [
     "metrics",
     "models",
     "optimizers",
+    "precision",
     "set_seed",
     "summary",
     "unpack_batch",

@@ -70,6 +70,7 @@ def _running_state(trainer: Trainer) -> dict[str, Any]:
         "loss": trainer.loss_state,
         "metrics": {f"metric{i}": m.state for i, m in enumerate(trainer.metrics)},
         "gradient_buffer": trainer.gradient_buffer,
+        "loss_scale": trainer.loss_scale_state,
         "random": {"key": cast(list, mx.random.state)[0]},
         # What a subclass added to compiled_state(): a GAN's discriminator and its optimizer.
         "extra": {f"item{i}": tree for i, tree in enumerate(trainer.extra_state())},
@@ -476,6 +477,7 @@ def load_checkpoint(
         metric.state.update(running["metrics"][f"metric{index}"])
     if "grads" in running.get("gradient_buffer", {}):
         trainer.gradient_buffer["grads"] = running["gradient_buffer"]["grads"]
+    trainer.loss_scale_state.update(running.get("loss_scale", {}))
     for index, target in enumerate(trainer.extra_state()):
         if f"item{index}" in running.get("extra", {}):
             _merge_tree(target, running["extra"][f"item{index}"])

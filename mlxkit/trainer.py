@@ -43,6 +43,7 @@ from mlxkit.callbacks.base import Callback, CallbackList, LazyLogs
 from mlxkit.callbacks.history import History
 from mlxkit.callbacks.progress import ProgressBar
 from mlxkit.distributed import all_sum_states, distributed_group
+from mlxkit.precision import Precision, PrecisionName
 from mlxkit.sources import BatchSource, IterableBatches
 
 import mlx.core as mx
@@ -117,6 +118,12 @@ class Trainer:
             accelerator and, on the CPU, times both on the first ~200 steps and pipelines only if
             that is at least 5% faster (`trainer.pipeline.pipelined` says which). Results are
             identical either way.
+        precision: What the steps compute in: `"float32"` (default), `"bfloat16"` or
+            `"float16"` (Keras's `"mixed_bfloat16"` and Lightning's `"bf16-mixed"` spellings
+            are accepted too), or an `mlxkit.precision.Precision`. Mixed precision keeps the
+            parameters and optimizer state in float32 and runs forward and backward in the low
+            precision; float16 adds dynamic loss scaling, logging `loss_scale` and
+            `skipped_steps`. See the performance guide.
 
     Example:
         >>> import mlx.nn as nn, mlx.optimizers as optim
@@ -145,6 +152,7 @@ class Trainer:
         accumulate_steps: int = 1,
         distributed: bool | None = None,
         pipeline: PipelineMode = "auto",
+        precision: PrecisionName | str | Precision = "float32",
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(
@@ -169,6 +177,7 @@ class Trainer:
                 f"`targets` names a batch key, so `inputs` must name one too. "
                 f"Received: inputs=None, targets={targets!r}"
             )
+        self.precision = precision if isinstance(precision, Precision) else Precision(precision)
         self.group = distributed_group(distributed)
         self.rank = self.group.rank() if self.group is not None else 0
         self.world_size = self.group.size() if self.group is not None else 1
@@ -186,6 +195,8 @@ class Trainer:
         # it was still finite, so NaNs are reported with their step without reading every loss.
         self.loss_state = _zero_loss_state()
         self.gradient_buffer: dict[str, Any] = {}
+        # float16's loss scale, on the device with the rest (empty for other precisions).
+        self.loss_scale_state = self.precision.initial_state()
         self.optimizer.init(self.model.trainable_parameters())
         if accumulate_steps > 1:
             self.gradient_buffer["grads"] = tree_map(mx.zeros_like, model.trainable_parameters())
@@ -269,8 +280,29 @@ class Trainer:
         return self.compute_loss(outputs, targets, sample_weight)
 
     def forward(self, x: Any) -> Any:
-        """Calls the model on a batch's inputs; a tuple of inputs is passed as positional args."""
-        return self.model(*x) if isinstance(x, tuple) else self.model(x)
+        """Calls the model on a batch's inputs; a tuple of inputs is passed as positional args.
+
+        With mixed precision, floating inputs are cast to the compute dtype and floating
+        outputs back to float32, so that the loss and metrics are computed in float32.
+        """
+        x = self.precision.cast_inputs(x)
+        outputs = self.model(*x) if isinstance(x, tuple) else self.model(x)
+        return self.precision.cast_outputs(outputs)
+
+    def value_and_grad(
+        self, fn: Callable[..., Any], model: nn.Module | None = None
+    ) -> Callable[..., tuple[Any, Any]]:
+        """`mlx.nn.value_and_grad(model, fn)` under the Trainer's precision (see `precision`).
+
+        With mixed precision, `fn` runs with the trainable parameters in the compute dtype, and
+        the gradients come back in float32, unscaled, for `apply_gradients`.
+
+        Args:
+            fn: Returns the scalar loss, or a tuple whose first item is the loss.
+            model: The module to differentiate (default: the Trainer's model).
+        """
+        model = self.model if model is None else model
+        return self.precision.value_and_grad(model, fn, self.loss_scale_state)
 
     def train_step(self, batch: Batch, update: bool = True) -> mx.array:
         """One training step on `batch = (inputs, targets)`; returns the loss.
@@ -293,7 +325,7 @@ class Trainer:
             outputs = self.forward(x)
             return self._batch_loss(outputs, y, sample_weight), outputs
 
-        (loss, outputs), grads = nn.value_and_grad(self.model, loss_fn)(x, y)
+        (loss, outputs), grads = self.value_and_grad(loss_fn)(x, y)
         self.apply_gradients(grads, update=update)
         self.update_metrics(loss, outputs, y)
         return loss
@@ -319,6 +351,7 @@ class Trainer:
             self.loss_state,
             [m.state for m in self.metrics],
             self.gradient_buffer,
+            self.loss_scale_state,
         ]
 
     def extra_state(self) -> list[Any]:
@@ -345,7 +378,8 @@ class Trainer:
             grads = nn.average_gradients(grads, group=self.group)
         if self.clip_grad_norm is not None:
             grads, _ = optim.clip_grad_norm(grads, self.clip_grad_norm)
-        self.optimizer.update(self.model, grads)
+        # float16: a step with non-finite gradients is skipped and the loss scale adjusted.
+        self.precision.apply_gradients(self.optimizer, self.model, grads, self.loss_scale_state)
 
     def update_metrics(self, loss: mx.array, outputs: Any, targets: Any) -> None:
         """Adds one batch's loss and outputs to the running loss and metrics."""
@@ -369,13 +403,15 @@ class Trainer:
         if kind in self._steps:
             return self._steps[kind]
         if kind == "predict":
-            fn: Callable[..., Any] = self.predict_step
+            fn: Callable[..., Any] = self.precision.with_compute_parameters(
+                self.model, self.predict_step
+            )
             state: list[Any] = [self.model.state]
             if self.compile:
                 fn = mx.compile(fn, inputs=state)
         else:
             if kind == "test":
-                fn = self.test_step
+                fn = self.precision.with_compute_parameters(self.model, self.test_step)
             elif self.accumulate_steps > 1:
                 update = kind == "train"
 
@@ -820,6 +856,7 @@ class Trainer:
         self._report_bad_loss(epoch)
         if "learning_rate" in self.optimizer.state:  # not for Adafactor's relative steps
             epoch_logs["learning_rate"] = to_float(self.optimizer.learning_rate)
+        epoch_logs.update(self._loss_scale_logs())
         samples = (self.samples_seen() - samples_start) * self.world_size
         epoch_logs["samples_per_second"] = samples / max(seconds, 1e-9)
         epoch_logs["peak_memory_mb"] = mx.get_peak_memory() / 2**20
@@ -1108,6 +1145,15 @@ class Trainer:
         for metric, value in zip(self.metrics, values[1:]):
             logs[metric.name] = to_float(value)
         return logs
+
+    def _loss_scale_logs(self) -> dict[str, float]:
+        """float16's `loss_scale` and `skipped_steps` (since the run began), for the epoch logs."""
+        if not self.loss_scale_state:
+            return {}
+        return {
+            "loss_scale": to_float(self.loss_scale_state["scale"]),
+            "skipped_steps": to_float(self.loss_scale_state["skipped_steps"]),
+        }
 
     def first_bad_step(self) -> int | None:
         """The current epoch's first batch (0-based) with a NaN or infinite loss, or `None`.

@@ -55,8 +55,10 @@ class BilinearUpsample(nn.Module):
                 f"Received: x.shape={tuple(x.shape)}"
             )
         _, height, width, _ = x.shape
+        # In the input's dtype, so that a bfloat16 / float16 forward stays in it.
         rows = mx.array(_interpolation_matrix(height, self.scale_factor, self.align_corners))
         cols = mx.array(_interpolation_matrix(width, self.scale_factor, self.align_corners))
+        rows, cols = rows.astype(x.dtype), cols.astype(x.dtype)
         x = mx.einsum("oh,bhwc->bowc", rows, x)
         return mx.einsum("pw,bhwc->bhpc", cols, x)
 

@@ -29,17 +29,19 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import mlxkit  # noqa: F401  (before mlx: loads the fast BLAS)
 from mlxkit import models
 from mlxkit.export import load_mlpackage, run_mlpackage_numpy
-from mlxkit.export._lower import unsupported
-from mlxkit.export._optimize import optimize
-from mlxkit.export._trace import as_function, trace
-from mlxkit.export.coreml import _atomic_save, _build_program, require_coremltools
+from mlxkit.export.coreml import (
+    build_program,
+    convert_and_save,
+    optimize_graph,
+    require_coremltools,
+    trace_model,
+)
 
 import numpy as np
 
@@ -60,43 +62,33 @@ VARIANTS = {"naive": (False, False), "fused": (True, False), "full": (True, True
 def export_variant(
     ct: Any, model: Any, x: mx.array, path: str, fuse: bool, track_layout: bool, precision: str
 ) -> dict[str, Any]:
-    """Runs the to_coreml pipeline stage by stage and times each stage."""
+    """Runs `to_coreml`'s stages one by one, with the variant's switches, timing each."""
     timings = {}
     start = time.perf_counter()
-    graph = trace(as_function(model), [x])
+    graph = trace_model(model, [x])
     timings["trace"] = time.perf_counter() - start
     primitives = len(graph.nodes)
 
     start = time.perf_counter()
-    optimize(graph, fuse=fuse)
-    problems = unsupported(graph)
-    if problems:
-        raise RuntimeError(f"unsupported: {problems}")
+    optimize_graph(graph, fuse=fuse)
     timings["optimize"] = time.perf_counter() - start
 
     start = time.perf_counter()
     rank = len(x.shape)
-    program = _build_program(
-        ct,
+    output_rank = len(graph.shapes[graph.outputs[0]])
+    built = build_program(
         graph,
         ["input"],
         ["output"],
         [tuple(range(rank))],
-        [tuple(range(len(graph.shapes[graph.outputs[0]])))],
+        [tuple(range(output_rank))],
         ct.target.iOS15,
         track_layout=track_layout,
     )
     timings["lower"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mlmodel = ct.convert(
-            program,
-            convert_to="mlprogram",
-            compute_precision=getattr(ct.precision, precision.upper()),
-        )
-        _atomic_save(mlmodel, path)
+    convert_and_save(built, path, compute_precision=precision)
     timings["convert+save"] = time.perf_counter() - start
     ops = load_mlpackage(path).op_counts()
     size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)

@@ -1,5 +1,9 @@
 """Lowering: turns an optimized `Graph` into a Core ML MIL program with coremltools' builder.
 
+`OPS` is the op table: it maps every primitive (MLX's, and the fused nodes `_optimize` creates)
+to a `Lowering`, which both answers "can this node be lowered?" (`unsupported`) and builds its MIL
+ops (`Lowerer.lower`). Supporting a new primitive is one entry there.
+
 Layouts. MLX keeps channels last (NHWC); Core ML's convolutions, pools and resizes want channels
 first (NCHW). Rather than wrapping every conv in two transposes, each lowered tensor carries a
 permutation `perm` (physical axis i holds logical axis `perm[i]`). Convolutions produce NCHW
@@ -10,17 +14,15 @@ asked for.
 
 Broadcasts stay lazy: an MLX `Broadcast` keeps its small tensor (Core ML's elementwise ops
 broadcast themselves) and is only materialised with `tile` where a consumer needs the full shape.
-
-`unsupported(graph)` lists every node this module cannot lower, so the caller can report them all
-at once before anything is built.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from mlxkit.export import _primitives as prim
@@ -28,153 +30,28 @@ from mlxkit.export._trace import Graph, Node
 
 import numpy as np
 
-_UNARY = {
-    "Abs": "abs",
-    "Exp": "exp",
-    "Square": "square",
-    "Sigmoid": "sigmoid",
-    "Tanh": "tanh",
-    "Erf": "erf",
-    "Sin": "sin",
-    "Cos": "cos",
-    "Tan": "tan",
-    "ArcTan": "atan",
-    "Sinh": "sinh",
-    "Cosh": "cosh",
-    "Floor": "floor",
-    "Ceil": "ceil",
-    "Round": "round",
-    "Sign": "sign",
-    "LogicalNot": "logical_not",
-    "Rsqrt": "rsqrt",
-}
-_BINARY = {
-    "Add": "add",
-    "Subtract": "sub",
-    "Multiply": "mul",
-    "Divide": "real_div",
-    "Maximum": "maximum",
-    "Minimum": "minimum",
-    "Power": "pow",
-    "FloorDivide": "floor_div",
-    "Remainder": "mod",
-    "Greater": "greater",
-    "GreaterEqual": "greater_equal",
-    "Less": "less",
-    "LessEqual": "less_equal",
-    "Equal": "equal",
-    "NotEqual": "not_equal",
-    "LogicalAnd": "logical_and",
-    "LogicalOr": "logical_or",
-}
 _BITWISE = {0: "logical_and", 1: "logical_or", 2: "logical_xor"}
 _REDUCE = {"sum": "reduce_sum", "prod": "reduce_prod", "min": "reduce_min", "max": "reduce_max"}
-_IDENTITY = {"StopGradient", "Copy", "Full"}
-_SHAPE_OPS = {
-    "Broadcast",
-    "Reshape",
-    "Flatten",
-    "Unflatten",
-    "Transpose",
-    "Squeeze",
-    "ExpandDims",
-    "Slice",
-    "Concatenate",
-    "Split",
-    "Pad",
-    "Gather",
-    "AsStrided",
-    "AsType",
+# Tensor dtypes Core ML can hold. Integers are computed as int32, 64-bit ones included: MLX makes
+# those for index arithmetic (`h[mx.arange(B), mx.argmax(ids, -1)]`), whose values fit.
+_DTYPES_OK = {
+    "float32",
+    "float16",
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
 }
-_OTHER = {
-    "Sqrt",
-    "Log",
-    "Log1p",
-    "Expm1",
-    "Negative",
-    "LogAddExp",
-    "Select",
-    "BitwiseBinary",
-    "Reduce",
-    "ArgReduce",
-    "LogSumExp",
-    "Softmax",
-    "Matmul",
-    "AddMM",
-    "Convolution",
-}
-_FUSED = {
-    "conv",
-    "linear",
-    "pool",
-    "upsample",
-    "act",
-    "affine",
-    "reduce_mean",
-    "gather",
-    "layer_norm",
-}
-# Tensor dtypes Core ML can hold (narrower integers widen to int32; 64-bit ones may not fit).
-_DTYPES_OK = {"float32", "float16", "bool", "int8", "int16", "int32", "uint8", "uint16", "uint32"}
-LOWERABLE = set(_UNARY) | set(_BINARY) | _IDENTITY | _SHAPE_OPS | _OTHER | _FUSED
-
-
-def unsupported(graph: Graph) -> list[str]:
-    """Describes every node that cannot be lowered (empty when the whole graph can)."""
-    problems: list[str] = []
-    for node in graph.nodes:
-        reason = _check(graph, node)
-        if reason is not None:
-            problems.append(reason)
-    return problems
-
-
-def _check(graph: Graph, node: Node) -> str | None:
-    op = node.op
-    if op not in LOWERABLE:
-        return op
-    if op == "Convolution" and node.inputs[1] not in graph.constants:
-        return "Convolution (with a weight computed from the inputs)"
-    if op == "conv":
-        weight = node.args["weight"]
-        kernel = weight.shape[1:-1]
-        if len(kernel) not in (1, 2, 3):
-            return f"Convolution ({len(kernel)}-D)"
-        transposed = any(d > 1 for d in node.args["input_dilation"])
-        if transposed:
-            if any(s != 1 for s in node.args["strides"]):
-                return "Convolution (input dilation combined with strides)"
-            for k, d, lo, hi in zip(
-                kernel, node.args["dilations"], node.args["pad_lo"], node.args["pad_hi"]
-            ):
-                if lo > (k - 1) * d or hi > (k - 1) * d:
-                    return "Convolution (transposed, with more padding than the kernel spans)"
-        elif any(p < 0 for p in (*node.args["pad_lo"], *node.args["pad_hi"])):
-            return "Convolution (negative padding)"
-    if op == "Reduce" and prim.REDUCE_TYPES[node.args[0]] not in (*_REDUCE, "and", "or"):
-        return f"Reduce ({prim.REDUCE_TYPES[node.args[0]]})"
-    if op == "Gather":
-        source = graph.shapes[node.inputs[0]]
-        axes, sizes = node.args
-        if any(sizes[a] != 1 for a in axes) or any(
-            sizes[a] != source[a] for a in range(len(source)) if a not in axes
-        ):
-            return "Gather (partial slices)"
-        if len(axes) > 1 and any(i not in graph.constants for i in node.inputs[1:]):
-            return "Gather (several axes indexed by computed indices)"
-    if op == "BitwiseBinary" and (
-        node.args[0] not in _BITWISE or graph.dtypes[node.inputs[0]] != "bool"
-    ):
-        return "BitwiseBinary (on integers)"
-    if op == "Split" and len(graph.shapes[node.inputs[0]]) == 0:
-        return "Split (of a scalar)"
-    if any(len(graph.shapes[o]) > 5 for o in node.outputs):
-        return f"{op} (producing a tensor of rank > 5, Core ML's limit)"
-    for name in (*node.inputs, *node.outputs):
-        dtype = graph.dtypes.get(name, "float32")
-        if dtype not in _DTYPES_OK and name not in graph.constants:
-            return f"{op} ({dtype} tensors)"
-    return None
+# MLX's Scan::ReduceType and SliceUpdate's plain (non-accumulating) update.
+SCAN_TYPES = {0: "max", 1: "min", 2: "sum", 3: "prod"}
+_SLICE_UPDATE_SET = 4
+# Core ML's largest tensor rank.
+MAX_RANK = 5
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,24 +175,17 @@ class Lowerer:
     # -- dispatch -----------------------------------------------------------------------------
 
     def lower(self, node: Node) -> None:
-        op = node.op
-        if op in _IDENTITY:
-            self.env[node.outputs[0]] = self._passthrough(node)
-        elif op in _UNARY:
-            self._unary(node, _UNARY[op])
-        elif op in _BINARY or op in ("Select", "BitwiseBinary", "LogAddExp"):
-            self._elementwise(node)
-        elif op == "gather":
-            self._gather_fused(node)
-        else:
-            getattr(self, "_" + op.lower())(node)
+        """Builds the MIL ops for one node with its entry in the op table `OPS`."""
+        OPS[node.op].build(self, node)
 
-    def _passthrough(self, node: Node) -> Value:
+    def _passthrough(self, node: Node) -> None:
         source = node.inputs[0]
         if source in self.graph.constants:
-            return self.value(source)
+            self.env[node.outputs[0]] = self.value(source)
+            return
         value = self.env[source]
-        return Value(value.var, value.perm, self.graph.shapes[node.outputs[0]], value.lazy)
+        shape = self.graph.shapes[node.outputs[0]]
+        self.env[node.outputs[0]] = Value(value.var, value.perm, shape, value.lazy)
 
     # -- elementwise --------------------------------------------------------------------------
 
@@ -359,32 +229,55 @@ class Lowerer:
         var = getattr(self.mb, mil_op)(x=x.var)
         self.set(node.outputs[0], var, x.perm, x.lazy)
 
-    def _elementwise(self, node: Node) -> None:
+    def _binary(self, node: Node, mil_op: str) -> None:
         operands, perm, lazy = self._operands(node)
-        mb = self.mb
-        if node.op == "Select":
-            var = mb.select(cond=operands[0], a=operands[1], b=operands[2])
-        elif node.op == "BitwiseBinary":
-            var = getattr(mb, _BITWISE[node.args[0]])(x=operands[0], y=operands[1])
-        elif node.op == "LogAddExp":
-            var = self._logaddexp(node, operands)
-        else:
-            mil_op = _BINARY[node.op]
-            dtypes = [self.graph.dtypes[i] for i in node.inputs]
-            if mil_op == "real_div" and all(_mil_dtype(d) == "int32" for d in dtypes):
-                mil_op = "floor_div"
-            var = getattr(mb, mil_op)(x=operands[0], y=operands[1])
+        dtypes = [self.graph.dtypes[i] for i in node.inputs]
+        if mil_op == "real_div" and all(_mil_dtype(d) == "int32" for d in dtypes):
+            mil_op = "floor_div"
+        var = getattr(self.mb, mil_op)(x=operands[0], y=operands[1])
         self.set(node.outputs[0], var, perm, lazy)
 
-    def _logaddexp(self, node: Node, operands: list[Any]) -> Any:
+    def _bitwise(self, node: Node) -> None:
+        operands, perm, lazy = self._operands(node)
+        var = getattr(self.mb, _BITWISE[node.args[0]])(x=operands[0], y=operands[1])
+        self.set(node.outputs[0], var, perm, lazy)
+
+    def _select(self, node: Node) -> None:
+        operands, perm, lazy = self._operands(node)
+        # MIL's `select` takes its output shape from the two branches alone, so a condition
+        # larger than both (`mx.where(x > 0, 1.0, 0.0)`) must broadcast a branch up front.
+        shapes = [tuple(np.shape(v) if isinstance(v, np.ndarray) else v.shape) for v in operands]
+        full = np.broadcast_shapes(*shapes)
+        if np.broadcast_shapes(shapes[1], shapes[2]) != full:
+            operands[1] = self._broadcast_to(operands[1], full)
+        var = self.mb.select(cond=operands[0], a=operands[1], b=operands[2])
+        self.set(node.outputs[0], var, perm, lazy)
+
+    def _broadcast_to(self, operand: Any, shape: tuple[int, ...]) -> Any:
+        """A constant or var broadcast to the physical `shape` (a NumPy copy or a `tile`)."""
+        if isinstance(operand, np.ndarray):
+            value = np.reshape(operand, (1,) * (len(shape) - operand.ndim) + operand.shape)
+            return np.ascontiguousarray(np.broadcast_to(value, shape))
+        current = list(operand.shape)
+        if len(current) < len(shape):
+            operand = self.mb.expand_dims(x=operand, axes=list(range(len(shape) - len(current))))
+            current = [1] * (len(shape) - len(current)) + current
+        reps = [t // c for t, c in zip(shape, current)]
+        return self.mb.tile(x=operand, reps=reps)
+
+    def _logaddexp(self, node: Node) -> None:
+        operands, perm, lazy = self._operands(node)
         mb = self.mb
         for position, name in enumerate(node.inputs):
             if name in self.graph.constants and np.all(self.graph.constants[name] == 0):
                 # softplus(x) = log(exp(x) + exp(0)): one op instead of four.
-                return mb.softplus(x=operands[1 - position])
-        high = mb.maximum(x=operands[0], y=operands[1])
-        low = mb.minimum(x=operands[0], y=operands[1])
-        return mb.add(x=high, y=mb.softplus(x=mb.sub(x=low, y=high)))
+                var = mb.softplus(x=operands[1 - position])
+                break
+        else:
+            high = mb.maximum(x=operands[0], y=operands[1])
+            low = mb.minimum(x=operands[0], y=operands[1])
+            var = mb.add(x=high, y=mb.softplus(x=mb.sub(x=low, y=high)))
+        self.set(node.outputs[0], var, perm, lazy)
 
     def _sqrt(self, node: Node) -> None:
         self._unary(node, "rsqrt" if node.args and node.args[0] else "sqrt")
@@ -546,9 +439,6 @@ class Lowerer:
             )
         self.set(node.outputs[0], var, layout)
 
-    def _convolution(self, node: Node) -> None:
-        raise AssertionError("Convolution nodes are rewritten to `conv` before lowering")
-
     def _linear(self, node: Node) -> None:
         x = self.var(node.inputs[0])
         weight = np.asarray(node.args["weight"], dtype=np.float32)
@@ -635,6 +525,120 @@ class Lowerer:
             var = getattr(self.mb, _REDUCE[kind])(x=x.var, axes=axes, keep_dims=True)
         self.set(node.outputs[0], var, x.perm)
 
+    def _scan(self, node: Node) -> None:
+        """Cumulative sums with MIL's `cumsum`; products, maxima and minima by doubling: after
+        step k every element holds the reduction of the 2**k elements ending at it."""
+        x = self.materialize(self.value(node.inputs[0]))
+        kind, axis, reverse, inclusive = node.args
+        physical = x.perm.index(axis)
+        mb = self.mb
+        if SCAN_TYPES[kind] == "sum":
+            var = mb.cumsum(x=x.var, axis=physical, exclusive=not inclusive, reverse=reverse)
+            self.set(node.outputs[0], var, x.perm)
+            return
+        combine = {"prod": mb.mul, "max": mb.maximum, "min": mb.minimum}[SCAN_TYPES[kind]]
+        identity = self._scan_identity(SCAN_TYPES[kind], self.graph.dtypes[node.inputs[0]])
+        var = mb.reverse(x=x.var, axes=[physical]) if reverse else x.var
+        size = x.shape[axis]
+        shift = 1
+        while shift < size:
+            var = combine(x=var, y=self._shift(var, physical, shift, identity))
+            shift *= 2
+        if not inclusive:
+            var = self._shift(var, physical, 1, identity)
+        if reverse:
+            var = mb.reverse(x=var, axes=[physical])
+        self.set(node.outputs[0], var, x.perm)
+
+    @staticmethod
+    def _scan_identity(kind: str, dtype: str) -> Any:
+        if _mil_dtype(dtype) == "int32":
+            info = np.iinfo(np.int32)
+            value = {"prod": 1, "max": info.min, "min": info.max}[kind]
+            return np.int32(value)
+        return np.float32({"prod": 1.0, "max": -np.inf, "min": np.inf}[kind])
+
+    def _shift(self, var: Any, axis: int, shift: int, fill: Any) -> Any:
+        """`var` moved `shift` places along `axis`, the first places filled with `fill`."""
+        rank = len(var.shape)
+        end = [int(s) for s in var.shape]
+        end[axis] -= shift
+        kept = self.mb.slice_by_index(x=var, begin=[0] * rank, end=end)
+        pads = [0] * (2 * rank)
+        pads[2 * axis] = shift
+        return self.mb.pad(x=kept, pad=np.array(pads, np.int32), constant_val=fill)
+
+    def _sort(self, node: Node) -> None:
+        """Sort, ArgSort and (as a full sort, which is a valid partition) Partition/ArgPartition."""
+        x = self.materialize(self.value(node.inputs[0]))
+        axis = node.args[-1]
+        physical = x.perm.index(axis)
+        order = self.mb.argsort(x=x.var, axis=physical, ascending=True)
+        if node.op in ("Sort", "Partition"):
+            var = self.mb.gather_along_axis(x=x.var, indices=order, axis=physical)
+        else:
+            var = order
+        self.set(node.outputs[0], var, x.perm)
+
+    def _gather_axis(self, node: Node) -> None:
+        """`take_along_axis`: source and indices broadcast to the output shape off the axis."""
+        axis = node.args[0]
+        out_shape = tuple(self.graph.shapes[node.outputs[0]])
+        source_shape = tuple(
+            self.graph.shapes[node.inputs[0]][a] if a == axis else out_shape[a]
+            for a in range(len(out_shape))
+        )
+        source = self.var(node.inputs[0])
+        if tuple(np.shape(source) if isinstance(source, np.ndarray) else source.shape) != (
+            source_shape
+        ):
+            source = self._broadcast_to(source, source_shape)
+        indices = self.var(node.inputs[1])
+        if isinstance(indices, np.ndarray):
+            indices = np.ascontiguousarray(np.broadcast_to(indices, out_shape)).astype(np.int32)
+        else:
+            if tuple(indices.shape) != out_shape:
+                indices = self._broadcast_to(indices, out_shape)
+            if _mil_dtype(self.graph.dtypes[node.inputs[1]]) != "int32":
+                indices = self.mb.cast(x=indices, dtype="int32")
+        var = self.mb.gather_along_axis(x=source, indices=indices, axis=axis)
+        self.set(node.outputs[0], var, _identity(len(out_shape)))
+
+    def _slice_update(self, node: Node) -> None:
+        """`x[region] = update` (edge padding builds these): the update padded to full size and
+        picked with a constant mask."""
+        _, starts, stops, _ = node.args
+        shape = tuple(self.graph.shapes[node.outputs[0]])
+        source = self.var(node.inputs[0])
+        if isinstance(source, np.ndarray):
+            source = self.mb.const(val=source)
+        widths = [(int(lo), int(size - hi)) for lo, hi, size in zip(starts, stops, shape)]
+        region = tuple(slice(lo, hi) for lo, hi in zip(starts, stops))
+        update = self.var(node.inputs[1])
+        region_shape = tuple(int(hi - lo) for lo, hi in zip(starts, stops))
+        if isinstance(update, np.ndarray):
+            update = np.broadcast_to(update, region_shape)
+            padded: Any = np.pad(update, widths)
+        else:
+            if tuple(update.shape) != region_shape:
+                update = self._broadcast_to(update, region_shape)
+            flat = np.array([w for pair in widths for w in pair], np.int32)
+            padded = self.mb.pad(x=update, pad=flat)
+        mask = np.zeros(shape, bool)
+        mask[region] = True
+        var = self.mb.select(cond=mask, a=padded, b=source)
+        self.set(node.outputs[0], var, _identity(len(shape)))
+
+    def _permute(self, node: Node) -> None:
+        """A reshape + transpose + reshape whose middle tensor has rank > 5, done at rank <= 5."""
+        shape, perm = merged_permutation(node.args["shape"], node.args["perm"])
+        x = self.var(node.inputs[0])
+        var = self.mb.transpose(x=self.mb.reshape(x=x, shape=list(shape)), perm=list(perm))
+        out_shape = list(self.graph.shapes[node.outputs[0]])
+        self.set(
+            node.outputs[0], self.mb.reshape(x=var, shape=out_shape), _identity(len(out_shape))
+        )
+
     def _argreduce(self, node: Node) -> None:
         x = self.materialize(self.value(node.inputs[0]))
         axis = x.perm.index(node.args[1])
@@ -711,9 +715,6 @@ class Lowerer:
         var = self.mb.reshape(x=x.var, shape=list(out_shape))
         self.set(node.outputs[0], var, _identity(len(out_shape)))
 
-    _flatten = _reshape
-    _unflatten = _reshape
-
     def _slice(self, node: Node) -> None:
         x = self.materialize(self.value(node.inputs[0]))
         starts, stops, steps = node.args
@@ -781,10 +782,7 @@ class Lowerer:
         if axes + rest != list(range(rank)):
             x = self.mb.transpose(x=x, perm=axes + rest)
         index_shape = np.broadcast_shapes(*[self.graph.shapes[n] for n in index_names])
-        stacked = np.stack(
-            [np.broadcast_to(self.graph.full_constant(n), index_shape) for n in index_names], -1
-        ).astype(np.int32)
-        var = self.mb.gather_nd(x=x, indices=stacked)
+        var = self.mb.gather_nd(x=x, indices=self._stacked_indices(index_names, index_shape))
         self.set(node.outputs[0], var, _identity(len(self.graph.shapes[node.outputs[0]])))
 
     def _gather(self, node: Node) -> None:
@@ -812,14 +810,34 @@ class Lowerer:
         if axes + rest != list(range(rank)):
             x = self.mb.transpose(x=x, perm=axes + rest)
         index_shape = np.broadcast_shapes(*[self.graph.shapes[n] for n in index_names])
-        stacked = np.stack(
-            [np.broadcast_to(self.graph.full_constant(n), index_shape) for n in index_names], -1
-        ).astype(np.int32)
-        var = self.mb.gather_nd(x=x, indices=stacked)
+        var = self.mb.gather_nd(x=x, indices=self._stacked_indices(index_names, index_shape))
         lead = len(index_shape)
         var = self.mb.expand_dims(x=var, axes=list(range(lead + len(rest), lead + rank)))
         perm = list(range(lead)) + [lead + r for r in rest] + [lead + a for a in axes]
         self.set(node.outputs[0], var, perm)
+
+    def _stacked_indices(self, names: Sequence[str], shape: tuple[int, ...]) -> Any:
+        """Index tensors broadcast to `shape` and stacked on a new last axis, as int32: a NumPy
+        constant when all are constants, else a MIL var (`h[mx.arange(B), argmax(ids)]`)."""
+        if all(n in self.graph.constants for n in names):
+            constants = [np.broadcast_to(self.graph.full_constant(n), shape) for n in names]
+            return np.stack(constants, -1).astype(np.int32)
+        columns = []
+        for name in names:
+            if name in self.graph.constants:
+                column = np.broadcast_to(self.graph.full_constant(name), shape).astype(np.int32)
+                columns.append(self.mb.const(val=np.ascontiguousarray(column[..., None])))
+                continue
+            value = self.materialize(self.value(name))
+            if len(value.shape) < len(shape):
+                value = self._expand_front(value, len(shape))
+            var = self.to_perm(value, _identity(len(shape))).var
+            if tuple(value.shape) != tuple(shape):
+                var = self._broadcast_to(var, tuple(shape))
+            if _mil_dtype(self.graph.dtypes[name]) != "int32":
+                var = self.mb.cast(x=var, dtype="int32")
+            columns.append(self.mb.expand_dims(x=var, axes=[-1]))
+        return self.mb.concat(values=columns, axis=-1)
 
     def _asstrided(self, node: Node) -> None:
         shape, strides, offset = node.args
@@ -849,3 +867,289 @@ def output_var(
         var.name = out_name
     taken.add(id(var))
     return var
+
+
+# --------------------------------------------------------------------------------------------
+# The op table
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """How one primitive becomes MIL.
+
+    Attributes:
+        build: `build(lowerer, node)` emits the MIL ops for `node` and binds its outputs.
+        mlx: The MLX functions that produce the primitive (for the generated docs table).
+        mil: The MIL ops it becomes.
+        check: `check(graph, node)` returns why this particular node cannot be lowered, or None.
+    """
+
+    build: Callable[[Lowerer, Node], None]
+    mlx: str
+    mil: str
+    check: Callable[[Graph, Node], str | None] | None = None
+
+
+def _conv_check(graph: Graph, node: Node) -> str | None:
+    weight = node.args["weight"]
+    kernel = weight.shape[1:-1]
+    if len(kernel) not in (1, 2, 3):
+        return f"{len(kernel)}-D convolution"
+    if any(d > 1 for d in node.args["input_dilation"]):
+        if any(s != 1 for s in node.args["strides"]):
+            return "input dilation combined with strides"
+        for k, d, lo, hi in zip(
+            kernel, node.args["dilations"], node.args["pad_lo"], node.args["pad_hi"]
+        ):
+            if lo > (k - 1) * d or hi > (k - 1) * d:
+                return "transposed, with more padding than the kernel spans"
+    elif any(p < 0 for p in (*node.args["pad_lo"], *node.args["pad_hi"])):
+        return "negative padding"
+    return None
+
+
+def _reduce_check(graph: Graph, node: Node) -> str | None:
+    kind = prim.REDUCE_TYPES[node.args[0]]
+    return None if kind in (*_REDUCE, "and", "or") else f"{kind} reduction"
+
+
+def _gather_check(graph: Graph, node: Node) -> str | None:
+    source = graph.shapes[node.inputs[0]]
+    axes, sizes = node.args
+    if any(sizes[a] != 1 for a in axes) or any(
+        sizes[a] != source[a] for a in range(len(source)) if a not in axes
+    ):
+        return "partial slices"
+    return None
+
+
+def _bitwise_check(graph: Graph, node: Node) -> str | None:
+    if node.args[0] not in _BITWISE or graph.dtypes[node.inputs[0]] != "bool":
+        return "on integers"
+    return None
+
+
+def _split_check(graph: Graph, node: Node) -> str | None:
+    return "of a scalar" if len(graph.shapes[node.inputs[0]]) == 0 else None
+
+
+def merged_permutation(
+    shape: Sequence[int], perm: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The same transpose on fewer axes: size-1 axes dropped, neighbours that stay neighbours
+    merged. Shape `(1, 2, 2, 2, 2, 3)` with perm `(0, 1, 3, 2, 4, 5)` becomes shape
+    `(2, 2, 2, 6)` with perm `(0, 2, 1, 3)`."""
+    kept = [a for a in range(len(shape)) if shape[a] != 1]
+    renumber = {a: i for i, a in enumerate(kept)}
+    order = [renumber[a] for a in perm if a in renumber]
+    sizes = [shape[a] for a in kept]
+    groups: list[list[int]] = []
+    for axis in order:
+        if groups and groups[-1][-1] + 1 == axis:
+            groups[-1].append(axis)
+        else:
+            groups.append([axis])
+    by_input = sorted(range(len(groups)), key=lambda g: groups[g][0])
+    merged_shape = tuple(math.prod(sizes[a] for a in groups[g]) for g in by_input)
+    merged_perm = tuple(by_input.index(g) for g in range(len(groups)))
+    return merged_shape, merged_perm
+
+
+def _permute_check(graph: Graph, node: Node) -> str | None:
+    shape, _ = merged_permutation(node.args["shape"], node.args["perm"])
+    if len(shape) > MAX_RANK:
+        return (
+            f"a transpose of rank {len(shape)} that cannot be split into rank <= {MAX_RANK} steps"
+        )
+    return None
+
+
+def _scan_check(graph: Graph, node: Node) -> str | None:
+    return None if node.args[0] in SCAN_TYPES else "logcumsumexp"
+
+
+def _slice_update_check(graph: Graph, node: Node) -> str | None:
+    reduce_type, _, _, strides = node.args
+    if reduce_type != _SLICE_UPDATE_SET:
+        return "with an accumulating update (`.at[...].add` and the like)"
+    if any(s != 1 for s in strides):
+        return "with strides"
+    return None
+
+
+def _unary(mil_op: str, mlx: str) -> Lowering:
+    return Lowering(partial(Lowerer._unary, mil_op=mil_op), mlx, mil_op)
+
+
+def _binary(mil_op: str, mlx: str) -> Lowering:
+    return Lowering(partial(Lowerer._binary, mil_op=mil_op), mlx, mil_op)
+
+
+OPS: dict[str, Lowering] = {
+    # Elementwise, unary.
+    "Abs": _unary("abs", "mx.abs"),
+    "Exp": _unary("exp", "mx.exp"),
+    "Square": _unary("square", "mx.square"),
+    "Sigmoid": _unary("sigmoid", "mx.sigmoid, nn.Sigmoid"),
+    "Tanh": _unary("tanh", "mx.tanh, nn.Tanh"),
+    "Erf": _unary("erf", "mx.erf"),
+    "Sin": _unary("sin", "mx.sin"),
+    "Cos": _unary("cos", "mx.cos"),
+    "Tan": _unary("tan", "mx.tan"),
+    "ArcTan": _unary("atan", "mx.arctan"),
+    "Sinh": _unary("sinh", "mx.sinh"),
+    "Cosh": _unary("cosh", "mx.cosh"),
+    "Floor": _unary("floor", "mx.floor"),
+    "Ceil": _unary("ceil", "mx.ceil"),
+    "Round": _unary("round", "mx.round"),
+    "Sign": _unary("sign", "mx.sign"),
+    "LogicalNot": _unary("logical_not", "mx.logical_not, ~"),
+    "Rsqrt": _unary("rsqrt", "mx.rsqrt"),
+    "ArcSin": _unary("asin", "mx.arcsin"),
+    "ArcCos": _unary("acos", "mx.arccos"),
+    "Sqrt": Lowering(Lowerer._sqrt, "mx.sqrt, mx.rsqrt", "sqrt, rsqrt"),
+    "Negative": Lowering(Lowerer._negative, "mx.negative, unary -", "mul"),
+    "Log": Lowering(Lowerer._log, "mx.log, mx.log2, mx.log10", "log, mul"),
+    "Log1p": Lowering(Lowerer._log1p, "mx.log1p", "add, log"),
+    "Expm1": Lowering(Lowerer._expm1, "mx.expm1", "exp, sub"),
+    "AsType": Lowering(Lowerer._astype, "mx.array.astype", "cast"),
+    "StopGradient": Lowering(Lowerer._passthrough, "mx.stop_gradient", "(none)"),
+    "Copy": Lowering(Lowerer._passthrough, "copies", "(none)"),
+    "Full": Lowering(Lowerer._passthrough, "mx.full, mx.zeros_like, mx.ones_like", "(none)"),
+    # Elementwise, binary.
+    "Add": _binary("add", "+, mx.add"),
+    "Subtract": _binary("sub", "-, mx.subtract"),
+    "Multiply": _binary("mul", "*, mx.multiply"),
+    "Divide": _binary("real_div", "/, mx.divide"),
+    "Maximum": _binary("maximum", "mx.maximum"),
+    "Minimum": _binary("minimum", "mx.minimum"),
+    "Power": _binary("pow", "**, mx.power"),
+    "FloorDivide": _binary("floor_div", "//, mx.floor_divide"),
+    "Remainder": _binary("mod", "%, mx.remainder"),
+    "Greater": _binary("greater", ">"),
+    "GreaterEqual": _binary("greater_equal", ">="),
+    "Less": _binary("less", "<"),
+    "LessEqual": _binary("less_equal", "<="),
+    "Equal": _binary("equal", "=="),
+    "NotEqual": _binary("not_equal", "!="),
+    "LogicalAnd": _binary("logical_and", "mx.logical_and"),
+    "LogicalOr": _binary("logical_or", "mx.logical_or"),
+    "BitwiseBinary": Lowering(
+        Lowerer._bitwise, "&, |, ^ on booleans", "logical_and/or/xor", _bitwise_check
+    ),
+    "LogAddExp": Lowering(Lowerer._logaddexp, "mx.logaddexp", "softplus, maximum"),
+    "Select": Lowering(Lowerer._select, "mx.where", "select"),
+    # Reductions.
+    "Reduce": Lowering(
+        Lowerer._reduce,
+        "mx.sum, mx.max, mx.min, mx.prod, mx.all, mx.any",
+        "reduce_sum/max/min/prod",
+        _reduce_check,
+    ),
+    "ArgReduce": Lowering(
+        Lowerer._argreduce, "mx.argmax, mx.argmin", "reduce_argmax, reduce_argmin"
+    ),
+    "LogSumExp": Lowering(Lowerer._logsumexp, "mx.logsumexp", "reduce_log_sum_exp"),
+    "Scan": Lowering(
+        Lowerer._scan,
+        "mx.cumsum, mx.cumprod, mx.cummax, mx.cummin",
+        "cumsum; mul/maximum/minimum by doubling",
+        _scan_check,
+    ),
+    "Sort": Lowering(Lowerer._sort, "mx.sort", "argsort, gather_along_axis"),
+    "ArgSort": Lowering(Lowerer._sort, "mx.argsort", "argsort"),
+    "Partition": Lowering(Lowerer._sort, "mx.partition, mx.topk", "argsort, gather_along_axis"),
+    "ArgPartition": Lowering(Lowerer._sort, "mx.argpartition", "argsort"),
+    "Softmax": Lowering(Lowerer._softmax, "mx.softmax, nn.softmax", "softmax"),
+    # Linear algebra (with constant weights these become `linear`, see below).
+    "Matmul": Lowering(Lowerer._matmul, "@, mx.matmul", "matmul"),
+    "AddMM": Lowering(Lowerer._addmm, "mx.addmm", "matmul, add"),
+    # Shapes and data movement.
+    "Broadcast": Lowering(Lowerer._broadcast, "mx.broadcast_to, implicit", "(lazy), tile"),
+    "Reshape": Lowering(Lowerer._reshape, "mx.reshape", "reshape"),
+    "Flatten": Lowering(Lowerer._reshape, "mx.flatten", "reshape"),
+    "Unflatten": Lowering(Lowerer._reshape, "mx.unflatten", "reshape"),
+    "Transpose": Lowering(Lowerer._transpose, "mx.transpose, .T, swapaxes", "transpose"),
+    "Squeeze": Lowering(Lowerer._squeeze, "mx.squeeze", "squeeze"),
+    "ExpandDims": Lowering(Lowerer._expanddims, "mx.expand_dims, x[None]", "expand_dims"),
+    "Slice": Lowering(Lowerer._slice, "x[a:b:c]", "slice_by_index"),
+    "Concatenate": Lowering(Lowerer._concatenate, "mx.concatenate, mx.stack", "concat"),
+    "Split": Lowering(Lowerer._split, "mx.split", "split", _split_check),
+    "Pad": Lowering(Lowerer._pad, "mx.pad (constant)", "pad"),
+    "Gather": Lowering(Lowerer._gather, "mx.take, x[indices]", "gather, gather_nd", _gather_check),
+    "AsStrided": Lowering(Lowerer._asstrided, "mx.as_strided", "gather"),
+    "GatherAxis": Lowering(Lowerer._gather_axis, "mx.take_along_axis", "gather_along_axis"),
+    "SliceUpdate": Lowering(
+        Lowerer._slice_update,
+        "mx.pad (edge), x.at[region] = v",
+        "pad, select",
+        _slice_update_check,
+    ),
+    # Fused nodes that `_optimize` builds from recognised patterns.
+    "conv": Lowering(
+        Lowerer._conv,
+        "nn.Conv1d/2d/3d, nn.ConvTranspose1d/2d/3d, mx.conv_general (+ bias, BatchNorm)",
+        "conv, conv_transpose",
+        _conv_check,
+    ),
+    "linear": Lowering(Lowerer._linear, "nn.Linear, x @ W (+ bias, BatchNorm)", "linear"),
+    "pool": Lowering(Lowerer._pool, "nn.MaxPool1d/2d, nn.AvgPool1d/2d", "max_pool, avg_pool"),
+    "upsample": Lowering(
+        Lowerer._upsample,
+        "nn.Upsample (nearest, linear), mlxkit BilinearUpsample",
+        "upsample_nearest_neighbor, upsample_bilinear",
+    ),
+    "act": Lowering(
+        Lowerer._act,
+        "nn.ReLU, ReLU6, GELU, SiLU, LeakyReLU, ELU, Softplus, Mish, Hardswish, mx.clip",
+        "relu, gelu, silu, ...",
+    ),
+    "affine": Lowering(Lowerer._affine, "nn.BatchNorm (eval), x * a + b", "mul, add"),
+    "reduce_mean": Lowering(Lowerer._reduce_mean, "mx.mean", "reduce_mean"),
+    "gather": Lowering(Lowerer._gather_fused, "mx.take, x[indices]", "gather, gather_nd"),
+    "permute": Lowering(
+        Lowerer._permute,
+        "reshape + transpose through rank > 5 (windowed attention)",
+        "reshape, transpose",
+        _permute_check,
+    ),
+    "layer_norm": Lowering(
+        Lowerer._layer_norm, "nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm", "layer_norm"
+    ),
+}
+
+# What to tell the user about primitives that have no lowering (see `unsupported`).
+HINTS: dict[str, str] = {
+    "Convolution": "a convolution whose weight is computed from the inputs; make the weight a "
+    "parameter or constant",
+    "QuantizedMatmul": "a quantized layer; dequantize it (or export the float model) first",
+    "GatherQMM": "a quantized layer; dequantize it (or export the float model) first",
+}
+
+
+def unsupported(graph: Graph) -> list[tuple[Node, str]]:
+    """Every node that cannot be lowered, with the reason ("" when the primitive has no entry
+    and no hint); empty when the whole graph can be lowered."""
+    problems: list[tuple[Node, str]] = []
+    for node in graph.nodes:
+        reason = _check(graph, node)
+        if reason is not None:
+            problems.append((node, reason))
+    return problems
+
+
+def _check(graph: Graph, node: Node) -> str | None:
+    rule = OPS.get(node.op)
+    if rule is None:
+        return HINTS.get(node.op, "")
+    if rule.check is not None:
+        reason = rule.check(graph, node)
+        if reason is not None:
+            return reason
+    if any(len(graph.shapes[o]) > MAX_RANK for o in node.outputs):
+        return f"producing a tensor of rank > {MAX_RANK}, Core ML's limit"
+    for name in (*node.inputs, *node.outputs):
+        dtype = graph.dtypes.get(name, "float32")
+        if dtype not in _DTYPES_OK and name not in graph.constants:
+            return f"{dtype} tensors"
+    return None

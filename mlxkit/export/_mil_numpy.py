@@ -602,10 +602,13 @@ def _layer_norm(
     mean = np.mean(x, axis=axis, keepdims=True)
     var = np.mean((x - mean) ** 2, axis=axis, keepdims=True)
     out = (x - mean) / np.sqrt(var + epsilon)
+    # gamma and beta have the shape of the normalized axes, wherever those are (axis 1 after
+    # a channels-first conv), so they are placed on those axes before broadcasting.
+    placed = tuple(x.shape[a] if a in axis else 1 for a in range(x.ndim))
     if gamma is not None:
-        out = out * gamma
+        out = out * np.reshape(gamma, placed)
     if beta is not None:
-        out = out + beta
+        out = out + np.reshape(beta, placed)
     return out
 
 
@@ -779,6 +782,21 @@ def _real_div(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return _f32(x) / _f32(y)
 
 
+def _cumsum(x: np.ndarray, axis: int = 0, exclusive: bool = False, reverse: bool = False) -> Any:
+    axis = int(axis)
+    x = np.flip(x, axis) if reverse else x
+    out = np.cumsum(_f32(x), axis=axis)
+    if exclusive:
+        out = out - _f32(x)
+    return np.flip(out, axis) if reverse else out
+
+
+def _argsort(x: np.ndarray, axis: int, ascending: bool) -> np.ndarray:
+    # Stable, like MLX's sort; descending keeps equal elements in order too.
+    order = np.argsort(x if ascending else -np.asarray(x), axis=axis, kind="stable")
+    return order.astype(np.int32)
+
+
 _OPS: dict[str, Callable[..., Any]] = {
     # elementwise binary
     "add": _binary(np.add),
@@ -818,6 +836,11 @@ _OPS: dict[str, Callable[..., Any]] = {
     "tan": _unary(np.tan),
     "tanh": _unary(np.tanh),
     "atan": _unary(np.arctan),
+    "asin": _unary(np.arcsin),
+    "acos": _unary(np.arccos),
+    "reverse": lambda x, axes=None: np.flip(x, axis=_axes(axes, np.ndim(x))),
+    "cumsum": _cumsum,
+    "argsort": lambda x, axis=-1, ascending=False: _argsort(x, int(axis), bool(ascending)),
     "sinh": _unary(np.sinh),
     "cosh": _unary(np.cosh),
     "square": _unary(np.square),

@@ -57,6 +57,27 @@ def eliminate_dead_code(graph: Graph) -> None:
     graph.constants = {k: v for k, v in graph.constants.items() if k in live}
 
 
+def drop_empty_tensors(graph: Graph) -> None:
+    """Replaces every zero-size tensor by an empty constant and drops it from concatenations.
+
+    Reflect padding of width 0 slices `x[:, 1:1]`; Core ML's float16 pass cannot cast an empty
+    tensor, and the result never depends on it.
+    """
+    kept = []
+    for node in graph.nodes:
+        if all(math.prod(graph.shapes[o]) == 0 for o in node.outputs):
+            for name in node.outputs:
+                graph.constants[name] = np.zeros(graph.shapes[name], dtype=graph.dtypes[name])
+            continue
+        if node.op == "Concatenate":
+            inputs = [i for i in node.inputs if math.prod(graph.shapes[i]) > 0]
+            node.inputs = inputs
+            if len(inputs) == 1:
+                node.op, node.args = "Copy", []
+        kept.append(node)
+    graph.nodes = kept
+
+
 def fold_constants(graph: Graph) -> None:
     """Evaluates, in NumPy, every node whose inputs are all constants."""
     kept = []
@@ -910,16 +931,40 @@ def fuse_layer_norm(graph: Graph) -> None:
         _splice(graph, replacements)
 
 
+def fuse_high_rank_permutes(graph: Graph) -> None:
+    """Turns `Reshape -> Transpose -> Reshape` through a tensor of rank > 5 (windowed attention:
+    `(B, H/w, w, W/w, w, C)`) into one `permute` node, which the lowering performs in rank <= 5
+    steps by merging axes that stay neighbours."""
+    index = _Index(graph)
+    replacements = []
+    for node in graph.nodes:
+        if node.op != "Transpose" or len(graph.shapes[node.outputs[0]]) <= 5:
+            continue
+        before = index.producer.get(node.inputs[0])
+        after = index.single_user(node.outputs[0])
+        if before is None or before.op != "Reshape" or index.single_user(before.outputs[0]) is None:
+            continue
+        if after is None or after.op != "Reshape" or len(graph.shapes[after.outputs[0]]) > 5:
+            continue
+        args = {"shape": graph.shapes[before.outputs[0]], "perm": list(node.args[0])}
+        fused = Node("permute", [before.inputs[0]], after.outputs, args)
+        replacements.append((fused, [before, node, after]))
+    if replacements:
+        _splice(graph, replacements)
+
+
 def optimize(graph: Graph, *, fuse: bool = True) -> None:
     """Runs the passes in order, in place.
 
     With `fuse=False` constants are folded, convolutions/matmuls with constant weights become
     `conv`/`linear` nodes, and only the rewrites that Core ML's rank-5 limit requires are made
-    (windowed pooling, multi-axis gathers): otherwise one MIL op per MLX primitive, the
-    baseline the export benchmark measures the fusions against.
+    (windowed pooling, multi-axis gathers, high-rank permutes): otherwise one MIL op per MLX
+    primitive, the baseline the export benchmark measures the fusions against.
     """
+    drop_empty_tensors(graph)
     fold_constants(graph)
     eliminate_dead_code(graph)
+    fuse_high_rank_permutes(graph)
     if not fuse:
         fuse_pooling(graph)
         fuse_gather_squeeze(graph)
@@ -936,3 +981,51 @@ def optimize(graph: Graph, *, fuse: bool = True) -> None:
     fuse_affine_chains(graph)
     fuse_layer_norm(graph)
     eliminate_dead_code(graph)
+
+
+# --------------------------------------------------------------------------------------------
+# Float16 range safety
+
+# Ops a sum of squares passes through on its way to a square root: scaling by constants (the
+# mean's 1/n), adding epsilon, and the reductions.
+_NORM_CHAIN = {"Reduce", "reduce_mean", "Add", "Multiply", "Divide", "Broadcast"}
+
+
+def range_sensitive_nodes(graph: Graph) -> list[Node]:
+    """Nodes that overflow float16 on ordinary activations: every `Square` (or `x * x`) that
+    is summed and square-rooted (RMSNorm, `x / norm(x)`, unfused variances), with the nodes in
+    between. An element of 256 already squares to float16's largest finite value.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxkit.export._trace import trace
+        >>> unit = lambda x: x / mx.linalg.norm(x, axis=-1, keepdims=True)
+        >>> graph = trace(unit, [mx.ones((2, 3))])
+        >>> [node.op for node in range_sensitive_nodes(graph)]
+        ['Square', 'Reduce', 'Sqrt']
+    """
+    index = _Index(graph)
+    marked: dict[int, Node] = {}
+    for node in graph.nodes:
+        squares = node.op == "Square" or (node.op == "Multiply" and len(set(node.inputs)) == 1)
+        if not squares:
+            continue
+        chain, current, reduced = [node], node, False
+        while True:
+            user = index.single_user(current.outputs[0])
+            if user is None:
+                break
+            if user.op == "Sqrt":
+                if reduced:
+                    for member in (*chain, user):
+                        marked[id(member)] = member
+                break
+            if user.op not in _NORM_CHAIN or (
+                user.op in ("Add", "Multiply", "Divide")
+                and not any(i in graph.constants for i in user.inputs)
+            ):
+                break
+            reduced = reduced or user.op in ("Reduce", "reduce_mean")
+            chain.append(user)
+            current = user
+    return [node for node in graph.nodes if id(node) in marked]

@@ -55,6 +55,8 @@ UNARY: dict[str, Callable[[np.ndarray, Sequence[Any]], np.ndarray]] = {
     "Cos": lambda x, a: np.cos(x),
     "Tan": lambda x, a: np.tan(x),
     "ArcTan": lambda x, a: np.arctan(x),
+    "ArcSin": lambda x, a: np.arcsin(x),
+    "ArcCos": lambda x, a: np.arccos(x),
     "Sinh": lambda x, a: np.sinh(x),
     "Cosh": lambda x, a: np.cosh(x),
     "Floor": lambda x, a: np.floor(x),

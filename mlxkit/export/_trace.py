@@ -9,7 +9,7 @@ nothing here depends on Core ML.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
@@ -58,15 +58,6 @@ class Graph:
     constants: dict[str, np.ndarray]
     shapes: dict[str, tuple[int, ...]]
     dtypes: dict[str, str]
-    _counter: int = field(default=0, repr=False)
-
-    def new_name(self, hint: str = "t") -> str:
-        """Returns a tensor name that is not in use yet."""
-        while True:
-            self._counter += 1
-            name = f"{hint}_{self._counter}"
-            if name not in self.shapes:
-                return name
 
     def producers(self) -> dict[str, Node]:
         """Maps every tensor produced by a node to that node."""
@@ -210,5 +201,11 @@ def trace(fn: Callable[..., Any], inputs: Sequence[mx.array]) -> Graph:
                 )
             )
 
-    mx.export_function(record, _tuple_outputs(fn), *inputs)
+    # Functions compiled with mx.compile (MLX's cubic upsampling uses some) become one opaque
+    # primitive that cannot be exported; run uncompiled, they trace to ordinary primitives.
+    mx.disable_compile()
+    try:
+        mx.export_function(record, _tuple_outputs(fn), *inputs)
+    finally:
+        mx.enable_compile()
     return graph

@@ -24,10 +24,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mlxkit.export._lower import Lowerer, channels_first, output_var, unsupported
+from mlxkit.export._locate import Locations, locate
+from mlxkit.export._lower import HINTS, Lowerer, channels_first, output_var, unsupported
 from mlxkit.export._mil_numpy import load_mlpackage
-from mlxkit.export._optimize import optimize
-from mlxkit.export._trace import Graph, as_function, normalize_inputs, trace
+from mlxkit.export._optimize import optimize, range_sensitive_nodes
+from mlxkit.export._trace import Graph, Node, as_function, normalize_inputs, trace
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -115,6 +116,9 @@ class ConversionReport:
         outputs: `(name, shape)` per output (shape `()` for classifier label outputs).
         minimum_deployment_target: The Core ML target the program was built for.
         fusions: How many subgraphs became one fused op, by kind (e.g. `{"conv": 20}`).
+        float32_ops: In a float16 export, the Core ML ops kept in float32 for range safety
+            (sums of squares inside RMSNorm and `x / norm(x)`, which overflow float16 once an
+            element passes ~256), by type.
 
     Example:
         >>> from mlxkit.export import ConversionReport
@@ -132,6 +136,7 @@ class ConversionReport:
     outputs: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
     minimum_deployment_target: str = "iOS15"
     fusions: dict[str, int] = field(default_factory=dict)
+    float32_ops: dict[str, int] = field(default_factory=dict)
 
     def __str__(self) -> str:
         total = sum(self.op_counts.values())
@@ -150,6 +155,9 @@ class ConversionReport:
         if self.fusions:
             fused = ", ".join(f"{k} x{v}" for k, v in sorted(self.fusions.items()))
             lines.append(f"  fused from MLX primitives: {fused}")
+        if self.float32_ops:
+            kept = ", ".join(f"{k} x{v}" for k, v in sorted(self.float32_ops.items()))
+            lines.append(f"  run in float32 for range safety: {kept}")
         traced = sum(self.traced_primitives.values())
         lines.append(f"  traced MLX primitives: {traced}")
         return "\n".join(lines)
@@ -259,19 +267,52 @@ def _fusion_counts(graph: Graph) -> dict[str, int]:
     return dict(counts)
 
 
-def _unsupported_error(problems: list[str]) -> UnsupportedOperationError:
-    counts = Counter(problems)
-    listing = ", ".join(f"{op} (x{n})" if n > 1 else op for op, n in counts.items())
+def _unsupported_error(
+    problems: list[tuple[Node, str]],
+    model: nn.Module | Callable[..., Any] | None,
+    inputs: Sequence[mx.array],
+) -> UnsupportedOperationError:
+    """One error for every node with no lowering: what, where it came from, and what to do."""
+    reasons: dict[str, Counter[str]] = {}
+    for node, reason in problems:
+        reasons.setdefault(node.op, Counter())[reason] += 1
+    places = Locations()
+    if model is not None and inputs:
+        was_training = getattr(model, "training", None)
+        try:
+            places = locate(as_function(model), inputs, set(reasons))
+        finally:
+            if isinstance(model, nn.Module) and was_training:
+                model.train()
+    lines = []
+    for op, counts in reasons.items():
+        for reason, count in counts.items():
+            text = f"  - {op}" + (f" ({reason})" if reason else "")
+            text += f" x{count}" if count > 1 else ""
+            where = places.describe(op)
+            lines.append(text + (f", {where}" if where else ""))
     message = (
-        f"Cannot export to Core ML: the traced graph uses {len(counts)} MLX primitive(s) with no "
-        f"Core ML lowering: {listing}. Nothing was written."
+        f"Cannot export to Core ML: the traced graph uses {len(reasons)} MLX primitive(s) with "
+        "no Core ML lowering. Nothing was written.\n" + "\n".join(lines)
     )
-    if any(op.startswith(("RandomBits", "ErfInv")) for op in counts):
+    if any(op in ("RandomBits", "ErfInv") for op in reasons):
+        if places.sampled_randomly:
+            message += (
+                "\nThe model samples random numbers in `__call__`: sample outside the model and "
+                "pass the noise in as an input."
+            )
+        else:
+            message += (
+                "\nRandom-number primitives without sampling in `__call__` mean an array the "
+                "model captures was never evaluated; call mx.eval on it (or on "
+                "model.parameters()) before exporting."
+            )
+    elif any(not HINTS.get(op) for op in reasons):
         message += (
-            " Random-number primitives usually mean an array the model captures was never "
-            "evaluated; call mx.eval on it (or on model.parameters()) before exporting."
+            "\nRewrite that part with supported operations (see the table in the Core ML guide), "
+            "or compute it outside the model and pass the result in as an input."
         )
-    return UnsupportedOperationError(list(counts), message)
+    return UnsupportedOperationError(list(reasons), message)
 
 
 def _atomic_save(model: Any, path: str) -> None:
@@ -298,17 +339,91 @@ def _atomic_save(model: Any, path: str) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _build_program(
-    ct: Any,
+# --------------------------------------------------------------------------------------------
+# The stages of `to_coreml`, in order. The export benchmark calls them one by one.
+
+
+def trace_model(
+    model: nn.Module | Callable[..., Any], inputs: Sequence[mx.array], *, class_mask: bool = False
+) -> Graph:
+    """Stage 1: traces `model(*inputs)` into a `Graph` (a Module in eval mode, then restored).
+
+    With `class_mask`, the first output is replaced by its argmax over the last axis.
+    """
+    was_training = getattr(model, "training", None)
+    fn = as_function(model)
+    traced_fn = fn
+    if class_mask:
+
+        def traced_fn(*args: mx.array) -> Any:
+            result = fn(*args)
+            items = list(result) if isinstance(result, (list, tuple)) else [result]
+            items[0] = mx.argmax(items[0], axis=-1)
+            return tuple(items) if len(items) > 1 else items[0]
+
+    try:
+        return trace(traced_fn, inputs)
+    except ValueError as error:
+        if "Attempting to eval" in str(error):
+            raise TypeError(
+                "The model reads an array's value while it is traced (`.item()`, `.tolist()`, "
+                "`np.array(x)`, or Python control flow on an array), which a fixed Core ML "
+                "program cannot express. Compute that value outside the model, or replace the "
+                f"branch with `mx.where`. MLX said: {error}"
+            ) from error
+        if "export_function" not in str(error):
+            raise
+        raise TypeError(
+            "The model must return an mx.array or a tuple/list of mx.array when called with "
+            f"the example inputs. MLX said: {error}"
+        ) from error
+    finally:
+        if isinstance(model, nn.Module) and was_training:
+            model.train()
+
+
+def optimize_graph(
     graph: Graph,
-    input_names: list[str],
-    output_names: list[str],
-    input_layouts: list[tuple[int, ...]],
-    output_layouts: list[tuple[int, ...]],
+    *,
+    fuse: bool = True,
+    model: nn.Module | Callable[..., Any] | None = None,
+    inputs: Sequence[mx.array] = (),
+) -> None:
+    """Stage 2: folds constants and fuses patterns in place, then checks that every node has a
+    lowering; raises `UnsupportedOperationError` listing all that do not.
+
+    With `model` and `inputs`, the error says where in the model each primitive came from.
+    `fuse=False` keeps one MIL op per primitive (the benchmark's baseline).
+    """
+    optimize(graph, fuse=fuse)
+    problems = unsupported(graph)
+    if problems:
+        raise _unsupported_error(problems, model, inputs)
+
+
+@dataclass
+class BuiltProgram:
+    """Stage 3's result: the MIL program and the names of the ops kept in float32."""
+
+    program: Any
+    float32_ops: list[str]
+
+
+def build_program(
+    graph: Graph,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    input_layouts: Sequence[tuple[int, ...]],
+    output_layouts: Sequence[tuple[int, ...]],
     opset: Any,
     *,
     track_layout: bool = True,
-) -> Any:
+) -> BuiltProgram:
+    """Stage 3: lowers every node with the op table into a MIL program.
+
+    The MIL ops lowered from range-sensitive nodes (sums of squares on their way to a square
+    root: RMSNorm, `x / norm(x)`) are listed so that a float16 export keeps them in float32.
+    """
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import Function, Program, types
 
@@ -318,11 +433,16 @@ def _build_program(
         dtype = types.int32 if graph.dtypes[tensor].startswith(("int", "uint")) else types.fp32
         placeholders[name] = mb.placeholder(shape=[shape[p] for p in layout], dtype=dtype)
     lowerer = Lowerer(graph, mb, track_layout=track_layout)
+    sensitive = {id(node) for node in range_sensitive_nodes(graph)}
+    float32_ops: list[str] = []
     with Function(placeholders, opset_version=opset) as function:
         for name, tensor, layout in zip(input_names, graph.inputs, input_layouts, strict=True):
             lowerer.set(tensor, function.inputs[name], layout)
         for node in graph.nodes:
+            before = len(function.operations)
             lowerer.lower(node)
+            if id(node) in sensitive:
+                float32_ops += [op.name for op in list(function.operations)[before:]]
         taken: set[int] = set()
         outputs = [
             output_var(lowerer, tensor, layout, name, taken)
@@ -333,7 +453,74 @@ def _build_program(
         function.set_outputs(outputs)
     program = Program()
     program.add_function("main", function)
-    return program
+    return BuiltProgram(program, float32_ops)
+
+
+def convert_and_save(
+    built: BuiltProgram,
+    path: str,
+    *,
+    compute_precision: ComputePrecision = "float16",
+    **convert_options: Any,
+) -> None:
+    """Stage 4: runs coremltools' conversion passes and saves the package atomically.
+
+    In float16, the ops in `built.float32_ops` stay in float32 (Core ML casts around them).
+    `convert_options` go to `coremltools.convert` (inputs, classifier_config, compute_units...).
+    """
+    ct = require_coremltools()
+    precision: Any = ct.precision.FLOAT32
+    if compute_precision == "float16":
+        keep = frozenset(built.float32_ops)
+        precision = ct.transform.FP16ComputePrecision(op_selector=lambda op: op.name not in keep)
+    with warnings.catch_warnings(), _quiet_pass_pipelines():
+        # coremltools leaves its temporary weights directory to the garbage collector, which
+        # warns; the directory is removed either way.
+        warnings.filterwarnings("ignore", "Implicitly cleaning up", ResourceWarning)
+        # Its cast-merging pass tracks each dtype's value range and overflows doing so for
+        # int32 -> float16 casts; the ops it writes are unaffected.
+        warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning)
+        mlmodel = ct.convert(
+            built.program, convert_to="mlprogram", compute_precision=precision, **convert_options
+        )
+        _atomic_save(mlmodel, path)
+        del mlmodel
+
+
+def report_for(
+    path: str,
+    graph: Graph,
+    traced_counts: dict[str, int],
+    *,
+    compute_precision: str,
+    parameter_count: int,
+    minimum_deployment_target: str,
+    float32_ops: Sequence[str] = (),
+) -> ConversionReport:
+    """Stage 5: the conversion report, read back from the saved package."""
+    saved = load_mlpackage(path)
+    # Read from the package itself: the range-safe ops that still produce float32 there.
+    kept = set(float32_ops) if compute_precision == "float16" else set()
+    float32_counts = Counter(
+        op.type
+        for op in saved.operations
+        if op.type != "const"
+        and op.outputs
+        and op.outputs[0][0] in kept
+        and op.outputs[0][1].dtype == np.float32
+    )
+    return ConversionReport(
+        op_counts=saved.op_counts(),
+        traced_primitives=traced_counts,
+        compute_precision=compute_precision,
+        parameter_count=parameter_count,
+        file_size_bytes=_package_size(path),
+        inputs=[(f.name, tuple(f.shape), f.kind) for f in saved.inputs],
+        outputs=[(f.name, tuple(f.shape)) for f in saved.outputs],
+        minimum_deployment_target=minimum_deployment_target,
+        fusions=_fusion_counts(graph),
+        float32_ops=dict(float32_counts),
+    )
 
 
 @contextlib.contextmanager
@@ -468,32 +655,8 @@ def to_coreml(
                 f"(1, height, width, {channels}). Received: example_inputs[0].shape={shape}."
             )
 
-    was_training = getattr(model, "training", None)
-    fn = as_function(model)
-    try:
-        traced_fn = fn
-        if class_mask:
-
-            def traced_fn(*args: mx.array) -> Any:
-                result = fn(*args)
-                items = list(result) if isinstance(result, (list, tuple)) else [result]
-                items[0] = mx.argmax(items[0], axis=-1)
-                return tuple(items) if len(items) > 1 else items[0]
-
-        try:
-            graph = trace(traced_fn, inputs)
-        except ValueError as error:
-            if "export_function" not in str(error):
-                raise
-            raise TypeError(
-                "The model must return an mx.array or a tuple/list of mx.array when called with "
-                f"the example inputs. MLX said: {error}"
-            ) from error
-    finally:
-        if isinstance(model, nn.Module) and was_training:
-            model.train()
+    graph = trace_model(model, inputs, class_mask=class_mask)
     traced_counts = dict(Counter(node.op for node in graph.nodes))
-    parameter_count = _count_parameters(model, graph)
     out_names = _check_names(output_names, len(graph.outputs), "output_names")
     in_names = in_names or [f"input_{i}" if i else "input" for i in range(len(graph.inputs))]
     out_names = out_names or [f"output_{i}" if i else "output" for i in range(len(graph.outputs))]
@@ -502,18 +665,14 @@ def to_coreml(
             "Input and output names must differ. "
             f"Received: input_names={in_names!r}, output_names={out_names!r}."
         )
-    if class_mask:
-        first = graph.shapes[graph.outputs[0]]
-        if len(first) < 2:
-            raise ValueError(
-                "`class_mask=True` needs a first output with a class axis last, e.g. "
-                f"(N, H, W, classes). Received an output of shape {first}."
-            )
+    if class_mask and len(graph.shapes[graph.outputs[0]]) < 2:
+        raise ValueError(
+            "`class_mask=True` needs a first output with a class axis last, e.g. "
+            f"(N, H, W, classes). Received an output of shape {graph.shapes[graph.outputs[0]]}."
+        )
+    parameter_count = _count_parameters(model, graph)
 
-    optimize(graph)
-    problems = unsupported(graph)
-    if problems:
-        raise _unsupported_error(problems)
+    optimize_graph(graph, model=model, inputs=inputs)
 
     def layout_for(tensor: str, image: bool) -> tuple[int, ...]:
         rank = len(graph.shapes[tensor])
@@ -526,55 +685,52 @@ def to_coreml(
     ]
     output_layouts = [layout_for(t, False) for t in graph.outputs]
     opset = target if target is not None else ct.target.iOS15
-    program = _build_program(ct, graph, in_names, out_names, input_layouts, output_layouts, opset)
+    built = build_program(graph, in_names, out_names, input_layouts, output_layouts, opset)
 
-    convert_kwargs: dict[str, Any] = {
-        "convert_to": "mlprogram",
-        "compute_precision": getattr(ct.precision, compute_precision.upper()),
+    convert_options: dict[str, Any] = {
         "compute_units": getattr(ct.ComputeUnit, _UNITS[compute_units]),
         "minimum_deployment_target": target,
     }
     if image_input is not None:
-        shape = graph.shapes[graph.inputs[0]]
-        bias = image_input.bias
-        bias_list = [float(b) for b in bias] if isinstance(bias, (tuple, list)) else None
-        color = getattr(ct.colorlayout, image_input.color_layout)
-        specs = [
-            ct.ImageType(
-                name=in_names[0],
-                shape=(1, shape[3], shape[1], shape[2]),
-                scale=float(image_input.scale),
-                bias=bias_list if bias_list is not None else float(bias),  # type: ignore[arg-type]
-                color_layout=color,
-                channel_first=True,
-            )
-        ]
-        for name, tensor, in_layout in zip(
-            in_names[1:], graph.inputs[1:], input_layouts[1:], strict=True
-        ):
-            tensor_shape = graph.shapes[tensor]
-            specs.append(ct.TensorType(name=name, shape=[tensor_shape[p] for p in in_layout]))
-        convert_kwargs["inputs"] = specs
+        convert_options["inputs"] = _input_types(ct, graph, image_input, in_names, input_layouts)
     if class_labels is not None:
-        convert_kwargs["classifier_config"] = ct.ClassifierConfig(list(class_labels))
-    with warnings.catch_warnings(), _quiet_pass_pipelines():
-        # coremltools leaves its temporary weights directory to the garbage collector, which
-        # warns; the directory is removed either way.
-        warnings.filterwarnings("ignore", "Implicitly cleaning up", ResourceWarning)
-        mlmodel = ct.convert(program, **convert_kwargs)
-        _atomic_save(mlmodel, text_path)
-        del mlmodel
+        convert_options["classifier_config"] = ct.ClassifierConfig(list(class_labels))
+    convert_and_save(built, text_path, compute_precision=compute_precision, **convert_options)
 
-    saved = load_mlpackage(text_path)
-    report = ConversionReport(
-        op_counts=saved.op_counts(),
-        traced_primitives=traced_counts,
+    report = report_for(
+        text_path,
+        graph,
+        traced_counts,
         compute_precision=compute_precision,
         parameter_count=parameter_count,
-        file_size_bytes=_package_size(text_path),
-        inputs=[(f.name, tuple(f.shape), f.kind) for f in saved.inputs],
-        outputs=[(f.name, tuple(f.shape)) for f in saved.outputs],
         minimum_deployment_target=str(minimum_deployment_target or "iOS15"),
-        fusions=_fusion_counts(graph),
+        float32_ops=built.float32_ops,
     )
     return CoreMLExport(text_path, report)
+
+
+def _input_types(
+    ct: Any,
+    graph: Graph,
+    image_input: ImageInput,
+    names: Sequence[str],
+    layouts: Sequence[tuple[int, ...]],
+) -> list[Any]:
+    """coremltools input types: an `ImageType` first, then plain tensors."""
+    shape = graph.shapes[graph.inputs[0]]
+    bias = image_input.bias
+    bias_list = [float(b) for b in bias] if isinstance(bias, (tuple, list)) else None
+    specs = [
+        ct.ImageType(
+            name=names[0],
+            shape=(1, shape[3], shape[1], shape[2]),
+            scale=float(image_input.scale),
+            bias=bias_list if bias_list is not None else float(bias),  # type: ignore[arg-type]
+            color_layout=getattr(ct.colorlayout, image_input.color_layout),
+            channel_first=True,
+        )
+    ]
+    for name, tensor, layout in zip(names[1:], graph.inputs[1:], layouts[1:], strict=True):
+        tensor_shape = graph.shapes[tensor]
+        specs.append(ct.TensorType(name=name, shape=[tensor_shape[p] for p in layout]))
+    return specs

@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any
 
 from mlxkit.export import _primitives as prim
+from mlxkit.export import _quantized as quantized
 from mlxkit.export._trace import Graph, Node
 
 import numpy as np
@@ -1116,13 +1117,24 @@ OPS: dict[str, Lowering] = {
     "layer_norm": Lowering(
         Lowerer._layer_norm, "nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm", "layer_norm"
     ),
+    "quantized_linear": Lowering(
+        quantized.lower_linear,
+        "nn.QuantizedLinear (2-8 bits, any group size; iOS 18+)",
+        "constexpr_blockwise_shift_scale x2, linear",
+    ),
+    "quantized_gather": Lowering(
+        quantized.lower_gather,
+        "nn.QuantizedEmbedding (iOS 18+)",
+        "constexpr_blockwise_shift_scale x2, gather",
+    ),
 }
 
 # What to tell the user about primitives that have no lowering (see `unsupported`).
 HINTS: dict[str, str] = {
     "Convolution": "a convolution whose weight is computed from the inputs; make the weight a "
     "parameter or constant",
-    "QuantizedMatmul": "a quantized layer; dequantize it (or export the float model) first",
+    "QuantizedMatmul": "a quantized matmul whose weights are not constants, or with "
+    "transpose=False; use nn.QuantizedLinear",
     "GatherQMM": "a quantized layer; dequantize it (or export the float model) first",
 }
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlxkit.export import _primitives as prim
+from mlxkit.export import _quantized as quantized
 
 import numpy as np
 
@@ -41,6 +42,11 @@ _PROTO_DTYPES = {
     "UINT16": np.uint16,
     "UINT32": np.uint32,
     "UINT64": np.uint64,
+    "INT4": np.int8,
+    "UINT4": np.uint8,
+    "UINT2": np.uint8,
+    "UINT1": np.uint8,
+    "UINT3": np.uint8,
 }
 
 # Blob storage dtype codes (MIL's BlobDataType) to NumPy dtypes.
@@ -150,6 +156,11 @@ def read_blob(path: str, offset: int, dtype: Any, count: int) -> np.ndarray:
         sentinel, code, size, data_offset = struct.unpack("<IIQQ", f.read(24))
         if sentinel != _BLOB_SENTINEL:
             raise ValueError(f"Corrupt weight file {path!r}: no blob metadata at offset {offset}.")
+        if code in quantized.SUB_BYTE_BLOBS:
+            bits, signed = quantized.SUB_BYTE_BLOBS[code]
+            f.seek(data_offset)
+            values = quantized.unpack_sub_byte(f.read(size), bits, signed, count)
+            return values.astype(dtype, copy=False)
         stored = _BLOB_DTYPES.get(code)
         if stored is None:
             raise NotImplementedError(f"Weight blob data type code {code} is not supported.")
@@ -938,6 +949,8 @@ _OPS: dict[str, Callable[..., Any]] = {
         _f32(x), gamma, beta, float(epsilon)
     ),
 }
+
+_OPS.update(quantized.NUMPY_OPS)
 
 SUPPORTED_OPS = frozenset(_OPS) | {"const", "classify"}
 

@@ -314,6 +314,12 @@ class Lowerer:
     def _astype(self, node: Node) -> None:
         source, target = self.graph.dtypes[node.inputs[0]], self.graph.dtypes[node.outputs[0]]
         x = self.value(node.inputs[0])
+        if source == "float32" and target == "float16":
+            # Rounding to float16 is part of what the model computes (a float16 KV cache): keep
+            # it, even in a float32 program, by a round trip through float16.
+            var = self.mb.cast(x=self.mb.cast(x=x.var, dtype="fp16"), dtype="fp32")
+            self.set(node.outputs[0], var, x.perm, x.lazy)
+            return
         if _mil_dtype(source) == _mil_dtype(target):
             self.set(node.outputs[0], x.var, x.perm, x.lazy)
             return

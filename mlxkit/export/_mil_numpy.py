@@ -120,6 +120,7 @@ class LoadedProgram:
     block_outputs: list[str]
     opset: str
     metadata: dict[str, str]
+    states: list[FeatureSpec] = field(default_factory=list)
 
     def op_counts(self) -> dict[str, int]:
         """How many operations of each type the program holds (consts excluded)."""
@@ -177,6 +178,8 @@ def _tensor_spec(value_type: Any) -> TensorSpec:
     from coremltools.proto import MIL_pb2
 
     which = value_type.WhichOneof("type")
+    if which == "stateType":
+        return _tensor_spec(value_type.stateType.wrappedType)
     if which != "tensorType":
         return TensorSpec(None, None)
     tensor = value_type.tensorType
@@ -239,6 +242,9 @@ def _feature(description: Any) -> FeatureSpec:
         return FeatureSpec(
             name, "image", (1, channels, image.height, image.width), np.float32, space
         )
+    if kind == "stateType":
+        array = description.type.stateType.arrayType
+        return FeatureSpec(name, "state", tuple(array.shape), np.float16)
     if kind == "stringType":
         return FeatureSpec(name, "string")
     if kind == "int64Type":
@@ -309,6 +315,7 @@ def load_mlpackage(path: str | os.PathLike[str]) -> LoadedProgram:
         block_outputs=list(block.outputs),
         opset=function.opset,
         metadata=metadata,
+        states=[_feature(d) for d in spec.description.state],
     )
 
 
@@ -985,9 +992,17 @@ def _prepare_input(feature: FeatureSpec, value: Any) -> np.ndarray:
 
 
 def run_program(
-    program: LoadedProgram, inputs: Mapping[str, Any] | Sequence[Any] | Any
+    program: LoadedProgram,
+    inputs: Mapping[str, Any] | Sequence[Any] | Any,
+    state: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Executes a loaded program; see `run_mlpackage_numpy`."""
+    state_names = [f.name for f in program.states]
+    if state_names and (state is None or sorted(state) != sorted(state_names)):
+        raise ValueError(
+            f"The model has states {state_names}: pass `state=new_state(path)` and reuse it "
+            f"across predictions. Received: state keys {None if state is None else list(state)}."
+        )
     names = [f.name for f in program.inputs]
     if isinstance(inputs, Mapping):
         missing = [n for n in names if n not in inputs]
@@ -1009,6 +1024,10 @@ def run_program(
     for op in program.operations:
         if op.type == "const":
             env[op.outputs[0][0]] = op.attributes["val"]
+            continue
+        if op.type in _STATE_OPS:
+            assert state is not None  # checked above: a program with state ops declares states
+            _run_state_op(op, env, state)
             continue
         kwargs: dict[str, Any] = {}
         for param, bindings in op.inputs.items():
@@ -1046,8 +1065,55 @@ def run_program(
     return results
 
 
+_STATE_OPS = ("read_state", "write_state", "coreml_update_state")
+
+
+def _run_state_op(op: Operation, env: dict[str, Any], state: dict[str, np.ndarray]) -> None:
+    """MIL's state ops over `state` (updated in place, like Core ML's MLState)."""
+    if op.type == "read_state":
+        name = op.inputs["input"][0][1]
+        env[op.outputs[0][0]] = np.array(state[name], dtype=np.float16)
+        return
+    # Saved programs hold `write_state(input=, data=)`; `coreml_update_state` is the builder's.
+    name = op.inputs["input" if "input" in op.inputs else "state"][0][1]
+    kind, ref = op.inputs["data" if "data" in op.inputs else "value"][0]
+    value = np.asarray(env[ref] if kind == "name" else ref)
+    if value.shape != state[name].shape:
+        raise ValueError(
+            f"State {name!r} has shape {state[name].shape}; the program wrote {value.shape}."
+        )
+    state[name][...] = value.astype(np.float16)
+    if op.outputs:
+        env[op.outputs[0][0]] = state[name].copy()
+
+
+def new_state(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Fresh (zero) states for a stateful `.mlpackage`, as Core ML's `model.makeState()`.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxkit.export import new_state, run_mlpackage_numpy, to_coreml
+        >>> def count(x, total):
+        ...     new = (total.astype(mx.float32) + x).astype(mx.float16)
+        ...     return new.astype(mx.float32), new
+        >>> _ = to_coreml(count, (mx.ones((2,)), mx.zeros((2,), mx.float16)), "c.mlpackage",
+        ...     input_names=["x", "total"], output_names=["y", "new_total"],
+        ...     states={"total": "new_total"}, compute_precision="float32")
+        >>> state = new_state("c.mlpackage")
+        >>> for _ in range(3):
+        ...     y = run_mlpackage_numpy("c.mlpackage", [[1.0, 2.0]], state=state)["y"]
+        >>> y.tolist()
+        [3.0, 6.0]
+    """
+    program = load_mlpackage(path)
+    return {f.name: np.zeros(f.shape, dtype=np.float16) for f in program.states}
+
+
 def run_mlpackage_numpy(
-    path: str | os.PathLike[str], inputs: Mapping[str, Any] | Sequence[Any] | Any
+    path: str | os.PathLike[str],
+    inputs: Mapping[str, Any] | Sequence[Any] | Any,
+    *,
+    state: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Runs a saved `.mlpackage` in NumPy and returns its outputs by name.
 
@@ -1059,6 +1125,8 @@ def run_mlpackage_numpy(
         inputs: A dict from input name to array, or the arrays in input order (a single array for
             a one-input model). An image input takes an `(height, width, channels)` array with
             RGB pixel values as a camera frame would provide them (0-255).
+        state: For a stateful model, the dict from `new_state(path)`; each prediction reads
+            and updates it in place (Core ML's `MLState`).
 
     Returns:
         A dict from output name to NumPy array (classifiers also give the label and a dict of
@@ -1074,4 +1142,4 @@ def run_mlpackage_numpy(
         >>> np.allclose(outputs["output"], np.array(model(mx.array(x))), atol=1e-5)
         True
     """
-    return run_program(load_mlpackage(path), inputs)
+    return run_program(load_mlpackage(path), inputs, state)

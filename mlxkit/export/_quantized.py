@@ -38,8 +38,6 @@ import numpy as np
 
 # Bits MLX quantizes to, and the Core ML storage type for each (uint4 holds 2-4 bits exactly).
 _STORAGE = {2: "uint4", 3: "uint4", 4: "uint4", 5: "uint8", 6: "uint8", 8: "uint8"}
-# Core ML's first targets with blockwise compressed weights and with states.
-MINIMUM_TARGETS = {"iOS": 18, "macOS": 15, "tvOS": 18, "watchOS": 11, "visionOS": 2}
 
 
 def unpack(packed: np.ndarray, scales: np.ndarray, bits: int, group_size: int) -> np.ndarray:
@@ -206,19 +204,6 @@ def fuse_quantized(graph: Graph) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Lowering
-
-
-def check_target(opset: Any, target_name: str) -> str | None:
-    """Why `target_name` cannot hold MLX's quantized weights, or None if it can."""
-    ct_target = type(opset)
-    minimum = getattr(ct_target, "iOS18", None)
-    if minimum is not None and opset.value < minimum.value:
-        return (
-            f"MLX's group-wise quantized weights need Core ML's blockwise compression, first in "
-            f"iOS 18 / macOS 15. Received: minimum_deployment_target={target_name!r}. Pass "
-            "minimum_deployment_target='iOS18' (or 'macOS15'), or dequantize the model first."
-        )
-    return None
 
 
 def dequantized_weight(mb: Any, args: dict[str, Any]) -> Any:

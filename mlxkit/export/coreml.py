@@ -20,10 +20,11 @@ import sys
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mlxkit.export import _state as state
 from mlxkit.export._locate import Locations, locate
 from mlxkit.export._lower import HINTS, Lowerer, channels_first, output_var, unsupported
 from mlxkit.export._mil_numpy import load_mlpackage
@@ -418,37 +419,56 @@ def build_program(
     opset: Any,
     *,
     track_layout: bool = True,
+    states: Sequence[state.StateBinding] = (),
 ) -> BuiltProgram:
     """Stage 3: lowers every node with the op table into a MIL program.
 
     The MIL ops lowered from range-sensitive nodes (sums of squares on their way to a square
     root: RMSNorm, `x / norm(x)`) are listed so that a float16 export keeps them in float32.
+    `states` turn inputs into Core ML states and their paired outputs into state updates.
     """
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import Function, Program, types
 
+    state_inputs = {binding.input_index: binding for binding in states}
+    state_outputs = {binding.output_index for binding in states}
     placeholders = {}
-    for name, tensor, layout in zip(input_names, graph.inputs, input_layouts, strict=True):
+    for index, (name, tensor, layout) in enumerate(
+        zip(input_names, graph.inputs, input_layouts, strict=True)
+    ):
         shape = graph.shapes[tensor]
+        if index in state_inputs:
+            placeholders[name] = state.placeholder(mb, shape)
+            continue
         dtype = types.int32 if graph.dtypes[tensor].startswith(("int", "uint")) else types.fp32
         placeholders[name] = mb.placeholder(shape=[shape[p] for p in layout], dtype=dtype)
     lowerer = Lowerer(graph, mb, track_layout=track_layout)
     sensitive = {id(node) for node in range_sensitive_nodes(graph)}
     float32_ops: list[str] = []
     with Function(placeholders, opset_version=opset) as function:
-        for name, tensor, layout in zip(input_names, graph.inputs, input_layouts, strict=True):
+        for index, (name, tensor, layout) in enumerate(
+            zip(input_names, graph.inputs, input_layouts, strict=True)
+        ):
+            if index in state_inputs:
+                lowerer.set(tensor, state.read(mb, function.inputs[name]), range(len(layout)))
+                continue
             lowerer.set(tensor, function.inputs[name], layout)
         for node in graph.nodes:
             before = len(function.operations)
             lowerer.lower(node)
             if id(node) in sensitive:
                 float32_ops += [op.name for op in list(function.operations)[before:]]
+        for binding in states:
+            tensor = graph.outputs[binding.output_index]
+            value = lowerer.var(tensor, tuple(range(len(graph.shapes[tensor]))))
+            state.write(mb, function.inputs[binding.name], value)
         taken: set[int] = set()
         outputs = [
             output_var(lowerer, tensor, layout, name, taken)
-            for tensor, layout, name in zip(
-                graph.outputs, output_layouts, output_names, strict=True
+            for index, (tensor, layout, name) in enumerate(
+                zip(graph.outputs, output_layouts, output_names, strict=True)
             )
+            if index not in state_outputs
         ]
         function.set_outputs(outputs)
     program = Program()
@@ -550,6 +570,7 @@ def to_coreml(
     class_labels: Sequence[str] | Sequence[int] | None = None,
     class_mask: bool = False,
     layout: Layout = "channels_last",
+    states: Mapping[str, str] | None = None,
 ) -> CoreMLExport:
     """Exports an MLX model (or function of arrays) to a Core ML `.mlpackage`.
 
@@ -580,6 +601,15 @@ def to_coreml(
         layout: `"channels_last"` keeps MLX's NHWC for every input and output;
             `"channels_first"` presents rank>=3 inputs and outputs as NCHW (Core ML's native
             layout, which saves the boundary transposes). Image inputs are always images.
+        states: Core ML states (iOS 18+), e.g. a KV cache: maps a (float16) input's name to
+            the name of the output that holds its new value. The input becomes a state read at
+            the start of each prediction, the output its update (no longer a model output).
+            See `mlxkit.models.Llama.step` and the LLM tutorial.
+
+    Quantized layers (`nn.QuantizedLinear`, `nn.QuantizedEmbedding`) keep their integers: the
+    package holds 4 or 8 bits per weight, decompressed by Core ML to exactly `mx.dequantize`'s
+    weights. They and `states` need iOS 18 / macOS 15, the default target when present; an
+    earlier `minimum_deployment_target` is an error that names the one needed.
 
     Returns:
         A `CoreMLExport` with `.path` and a printable `.report` (`ConversionReport`).
@@ -671,8 +701,10 @@ def to_coreml(
             f"(N, H, W, classes). Received an output of shape {graph.shapes[graph.outputs[0]]}."
         )
     parameter_count = _count_parameters(model, graph)
+    bindings = state.bind_states(states, graph, in_names, out_names)
 
     optimize_graph(graph, model=model, inputs=inputs)
+    target = _target_for(ct, graph, bindings, target, minimum_deployment_target)
 
     def layout_for(tensor: str, image: bool) -> tuple[int, ...]:
         rank = len(graph.shapes[tensor])
@@ -685,7 +717,9 @@ def to_coreml(
     ]
     output_layouts = [layout_for(t, False) for t in graph.outputs]
     opset = target if target is not None else ct.target.iOS15
-    built = build_program(graph, in_names, out_names, input_layouts, output_layouts, opset)
+    built = build_program(
+        graph, in_names, out_names, input_layouts, output_layouts, opset, states=bindings
+    )
 
     convert_options: dict[str, Any] = {
         "compute_units": getattr(ct.ComputeUnit, _UNITS[compute_units]),
@@ -703,10 +737,40 @@ def to_coreml(
         traced_counts,
         compute_precision=compute_precision,
         parameter_count=parameter_count,
-        minimum_deployment_target=str(minimum_deployment_target or "iOS15"),
+        minimum_deployment_target=str(
+            minimum_deployment_target or (target.name if target is not None else "iOS15")
+        ),
         float32_ops=built.float32_ops,
     )
     return CoreMLExport(text_path, report)
+
+
+def _target_for(
+    ct: Any,
+    graph: Graph,
+    bindings: Sequence[state.StateBinding],
+    target: Any,
+    requested: str | None,
+) -> Any:
+    """The deployment target: iOS 18 when quantized weights or states need it and none was
+    asked for; an error when the one asked for is earlier."""
+    needs = [f"state {b.name!r}" for b in bindings]
+    if any(node.op in ("quantized_linear", "quantized_gather") for node in graph.nodes):
+        needs.append("quantized weights (nn.QuantizedLinear / nn.QuantizedEmbedding)")
+    if not needs:
+        return target
+    if target is None:
+        return ct.target.iOS18
+    minimum = ct.target.iOS18 if str(requested).startswith("iOS") else ct.target.macOS15
+    if target.value < minimum.value:
+        raise ValueError(
+            f"The model uses {', '.join(needs)}, which Core ML supports from "
+            f"{minimum.name} (macOS15 / iOS18) on. "
+            f"Received: minimum_deployment_target={requested!r}. Pass "
+            f"minimum_deployment_target={minimum.name!r} or later"
+            + (", or dequantize the model first." if len(needs) > len(bindings) else ".")
+        )
+    return target
 
 
 def _input_types(

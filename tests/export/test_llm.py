@@ -1,0 +1,167 @@
+"""A language model to Core ML: quantized weights, a KV cache as state, greedy generation.
+
+References are MLX itself: `mx.dequantize` for the compressed weights (bit for bit), and
+`mlxkit.models.llama.generate` (a growing MLX cache) for the tokens the exported package must
+produce through the NumPy interpreter (a fixed-size Core ML state).
+"""
+
+from __future__ import annotations
+
+import os
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from mlxkit import Trainer
+from mlxkit.export import new_state, run_mlpackage_numpy, to_coreml
+from mlxkit.export._mil_numpy import load_mlpackage, run_program
+from mlxkit.models.llama import Llama, generate, llama
+
+pytest.importorskip("coremltools")
+
+CORPUS = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "data", "two_cities.txt")
+MAX_LENGTH = 80
+
+
+def _windows(length: int) -> tuple[np.ndarray, np.ndarray]:
+    with open(CORPUS, "rb") as f:
+        data = np.frombuffer(f.read(), dtype=np.uint8).astype(np.int32)
+    starts = np.arange(0, len(data) - length - 1, 3)
+    x = np.stack([data[s : s + length] for s in starts])
+    y = np.stack([data[s + 1 : s + length + 1] for s in starts])
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def trained() -> Llama:
+    """The tiny Llama after a few Trainer steps on byte-level text (so weights are not random)."""
+    mx.random.seed(0)
+    model = llama(vocab_size=128, dims=256, num_layers=2, num_heads=4, num_kv_heads=2)
+    x, y = _windows(32)
+
+    def loss(logits: mx.array, targets: mx.array) -> mx.array:
+        return nn.losses.cross_entropy(logits, targets, reduction="mean")
+
+    trainer = Trainer(model, optim.Adam(learning_rate=3e-3), loss)
+    history = trainer.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0] < np.log(128), losses
+    model.eval()
+    return model
+
+
+def _export_step(model: Llama, path: str, prompt: mx.array, **options: object) -> object:
+    cache = mx.zeros(model.cache_shape(MAX_LENGTH), mx.float16)
+    return to_coreml(
+        model.step,
+        (prompt, mx.array([0], dtype=mx.int32), cache, cache),
+        path,
+        input_names=["input_ids", "position", "key_cache", "value_cache"],
+        output_names=["logits", "new_key_cache", "new_value_cache"],
+        states={"key_cache": "new_key_cache", "value_cache": "new_value_cache"},
+        compute_precision="float32",
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def _generate_numpy(path: str, prompt: np.ndarray, max_tokens: int) -> list[int]:
+    """Greedy decoding through a one-token package: the prompt fills the state token by token,
+    then one token per prediction."""
+    program = load_mlpackage(path)
+    state = new_state(path)
+    position = np.array([0], dtype=np.int32)
+    for token in prompt[0]:
+        inputs = {"input_ids": np.array([[token]], np.int32), "position": position}
+        logits = run_program(program, inputs, state)["logits"]
+        position = position + 1
+    tokens: list[int] = []
+    for _ in range(max_tokens):
+        token = int(np.argmax(logits[0, -1]))
+        tokens.append(token)
+        inputs = {"input_ids": np.array([[token]], np.int32), "position": position}
+        logits = run_program(program, inputs, state)["logits"]
+        position = position + 1
+    return tokens
+
+
+def test_cached_step_and_generate_agree_with_the_full_forward(trained: Llama) -> None:
+    tokens = mx.array([list(b"It was the age of ")], dtype=mx.int32)
+    full = np.array(trained(tokens))
+    cache = mx.zeros(trained.cache_shape(MAX_LENGTH), mx.float16)
+    first, keys, values = trained.step(tokens[:, :7], mx.array([0]), cache, cache)
+    rest, _, _ = trained.step(tokens[:, 7:], mx.array([7]), keys, values)
+    stepped = np.concatenate([np.array(first), np.array(rest)], axis=1)
+    # The caches hold float16 keys and values: equal to the uncached forward to ~1e-3.
+    np.testing.assert_allclose(stepped, full, atol=2e-2 * np.abs(full).max())
+    kv = trained.make_cache()
+    chunked = np.concatenate(
+        [np.array(trained(tokens[:, :7], kv)), np.array(trained(tokens[:, 7:], kv))], axis=1
+    )
+    np.testing.assert_allclose(chunked, stepped, atol=1e-5 * np.abs(full).max())
+    assert len(generate(trained, tokens[0], 4)) == 4
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quantized_weights_decompress_to_mx_dequantize_exactly(tmp_path, bits: int) -> None:
+    mx.random.seed(1)
+    embedding = nn.QuantizedEmbedding.from_embedding(nn.Embedding(64, 128), 64, bits)
+    linear = nn.QuantizedLinear.from_linear(nn.Linear(128, 192, bias=False), 64, bits)
+    mx.eval(embedding.parameters(), linear.parameters())
+
+    table = np.array(mx.dequantize(embedding.weight, embedding.scales, embedding.biases, 64, bits))
+    path = str(tmp_path / "embedding.mlpackage")
+    ids = mx.arange(64, dtype=mx.int32)[None]
+    to_coreml(embedding, ids, path, compute_precision="float32")
+    got = run_mlpackage_numpy(path, np.array(ids))["output"][0]
+    assert np.array_equal(got, table)
+
+    weight = np.array(mx.dequantize(linear.weight, linear.scales, linear.biases, 64, bits))
+    path = str(tmp_path / "linear.mlpackage")
+    identity = mx.eye(128)
+    result = to_coreml(linear, identity, path, compute_precision="float32")
+    # x = I: every output is one weight times 1 plus zeros, so the product is the weight itself.
+    assert np.array_equal(run_mlpackage_numpy(path, np.array(identity))["output"], weight.T)
+    assert result.report.op_counts["constexpr_blockwise_shift_scale"] == 2
+    assert result.report.minimum_deployment_target == "iOS18"
+    dense_bytes = 128 * 192 * 4
+    assert result.report.file_size_bytes < dense_bytes * (bits + 3) / 32  # not a float copy
+
+
+def test_quantized_model_below_ios18_names_the_minimum_target(tmp_path) -> None:
+    linear = nn.QuantizedLinear(64, 64, bias=False, group_size=64, bits=4)
+    with pytest.raises(ValueError, match="iOS18"):
+        to_coreml(
+            linear,
+            mx.zeros((1, 64)),
+            str(tmp_path / "q.mlpackage"),
+            minimum_deployment_target="iOS17",
+        )
+    assert not os.path.exists(tmp_path / "q.mlpackage")
+
+
+def test_4bit_llama_with_kv_state_generates_like_mlx(trained: Llama, tmp_path) -> None:
+    model = llama(vocab_size=128, dims=256, num_layers=2, num_heads=4, num_kv_heads=2)
+    model.update(trained.parameters())
+    nn.quantize(model, group_size=64, bits=4)
+    mx.eval(model.parameters())
+    quantized_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+
+    prompt = mx.array([list(b"It was the ")], dtype=mx.int32)
+    path = str(tmp_path / "llama.mlpackage")
+    result = _export_step(model, path, prompt[:, :1])
+    counts = result.report.op_counts
+    assert counts["constexpr_blockwise_shift_scale"] == 2 * (2 * 7 + 2)  # 14 linears, embed, head
+    assert counts["read_state"] == 2 and counts["write_state"] == 2
+    assert [name for name, _, _ in result.report.inputs] == ["input_ids", "position"]
+    assert result.report.file_size_bytes < 1.3 * quantized_bytes, (
+        result.report.file_size_bytes,
+        quantized_bytes,
+    )
+
+    want = generate(model, prompt[0], 32)
+    got = _generate_numpy(path, np.array(prompt), 32)
+    assert got == want

@@ -274,8 +274,8 @@ SUB_BYTE_BLOBS = {8: (4, True), 9: (1, False), 10: (2, False), 11: (4, False), 1
 def unpack_sub_byte(raw: bytes, bits: int, signed: bool, count: int) -> np.ndarray:
     """Values of a sub-byte blob: little-endian bit order, the first value in the low bits."""
     stream = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")
-    stream = stream[: count * bits].reshape(count, bits).astype(np.int16)
-    values = (stream << np.arange(bits, dtype=np.int16)).sum(axis=1)
+    bit_rows = stream[: count * bits].reshape(count, bits).astype(np.int16)
+    values = (bit_rows << np.arange(bits, dtype=np.int16)).sum(axis=1)
     if signed:
         values = np.where(values >= 1 << (bits - 1), values - (1 << bits), values)
     return values.astype(np.int8 if signed else np.uint8)

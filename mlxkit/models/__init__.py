@@ -16,6 +16,7 @@ from mlxkit.models.depth import depth_resnet20
 from mlxkit.models.flux import flux_mnist_cnn
 from mlxkit.models.gcn import gcn, normalized_adjacency
 from mlxkit.models.layers import BilinearUpsample
+from mlxkit.models.llama import Llama, llama
 from mlxkit.models.mlp import gluon_mlp
 from mlxkit.models.mobilenet import mobilenet_v3_large
 from mlxkit.models.resnet import resnet18, resnet50
@@ -25,6 +26,7 @@ from mlxkit.models.vgg import vgg19_cifar
 
 __all__ = [
     "BilinearUpsample",
+    "Llama",
     "dcgan_discriminator",
     "dcgan_generator",
     "deeplabv3_mobilenet_v3_large",
@@ -32,6 +34,7 @@ __all__ = [
     "flux_mnist_cnn",
     "gcn",
     "gluon_mlp",
+    "llama",
     "lraspp_mobilenet_v3_large",
     "mobilenet_v3_large",
     "normalized_adjacency",

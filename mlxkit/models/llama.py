@@ -26,6 +26,7 @@ from mlxkit._validation import check_int
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 __all__ = ["KVCache", "Llama", "generate", "llama"]
 
@@ -356,6 +357,6 @@ def generate(model: Llama, prompt: mx.array, max_tokens: int) -> list[int]:
     out: list[int] = []
     for _ in range(max_tokens):
         token = mx.argmax(logits[:, -1, :], axis=-1)
-        out.append(int(token.item()))
+        out.append(int(np.array(token)[0]))
         logits = model(token[:, None], cache)
     return out

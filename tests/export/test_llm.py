@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import os
 
+from mlxkit import Trainer
+from mlxkit.export import new_state, run_mlpackage_numpy, to_coreml
+from mlxkit.export._mil_numpy import load_mlpackage, run_program
+from mlxkit.models.llama import Llama, generate, llama
+
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
-
-from mlxkit import Trainer
-from mlxkit.export import new_state, run_mlpackage_numpy, to_coreml
-from mlxkit.export._mil_numpy import load_mlpackage, run_program
-from mlxkit.models.llama import Llama, generate, llama
 
 pytest.importorskip("coremltools")
 

@@ -85,7 +85,7 @@ class TensorSpec:
     """A declared tensor: dtype and static shape (None for a non-tensor such as a dictionary)."""
 
     dtype: Any
-    shape: tuple[int, ...] | None
+    shape: tuple[int | None, ...] | None
 
 
 @dataclass
@@ -107,6 +107,9 @@ class FeatureSpec:
     shape: tuple[int, ...] = ()
     dtype: Any = np.float32
     color_space: str | None = None
+    # Flexible inputs: the accepted shapes, as (low, high) per axis or a list of shapes.
+    ranges: tuple[tuple[int, int], ...] | None = None
+    enumerated: tuple[tuple[int, ...], ...] | None = None
 
 
 @dataclass
@@ -187,7 +190,8 @@ def _tensor_spec(value_type: Any) -> TensorSpec:
     dims = []
     for dim in tensor.dimensions:
         if dim.WhichOneof("dimension") != "constant":
-            raise NotImplementedError("Programs with flexible (unknown) shapes are not supported.")
+            dims.append(None)  # a flexible size, known when the program runs
+            continue
         dims.append(int(dim.constant.size))
     return TensorSpec(dtype, tuple(dims))
 
@@ -230,8 +234,19 @@ def _feature(description: Any) -> FeatureSpec:
     if kind == "multiArrayType":
         array = description.type.multiArrayType
         codes = {65568: np.float32, 65552: np.float16, 131104: np.int32, 65600: np.float64}
+        ranges = enumerated = None
+        which = array.WhichOneof("ShapeFlexibility")
+        if which == "shapeRange":
+            ranges = tuple((int(r.lowerBound), int(r.upperBound)) for r in array.shapeRange.sizeRanges)
+        elif which == "enumeratedShapes":
+            enumerated = tuple(tuple(int(d) for d in e.shape) for e in array.enumeratedShapes.shapes)
         return FeatureSpec(
-            name, "tensor", tuple(array.shape), codes.get(array.dataType, np.float32)
+            name,
+            "tensor",
+            tuple(array.shape),
+            codes.get(array.dataType, np.float32),
+            ranges=ranges,
+            enumerated=enumerated,
         )
     if kind == "imageType":
         image = description.type.imageType
@@ -983,7 +998,23 @@ def _prepare_input(feature: FeatureSpec, value: Any) -> np.ndarray:
         if feature.color_space == "BGR":
             array = array[..., ::-1]
         return np.ascontiguousarray(array.transpose(2, 0, 1)[None]).astype(np.float32)
-    if tuple(array.shape) != tuple(feature.shape):
+    if feature.ranges is not None:
+        fits = len(array.shape) == len(feature.ranges) and all(
+            low <= size <= (high if high > 0 else size)
+            for size, (low, high) in zip(array.shape, feature.ranges)
+        )
+        if not fits:
+            raise ValueError(
+                f"Input {feature.name!r} accepts shapes within {list(feature.ranges)} (low, "
+                f"high per axis). Received: shape={array.shape}."
+            )
+    elif feature.enumerated is not None:
+        if tuple(array.shape) not in feature.enumerated:
+            raise ValueError(
+                f"Input {feature.name!r} accepts the shapes {list(feature.enumerated)}. "
+                f"Received: shape={array.shape}."
+            )
+    elif tuple(array.shape) != tuple(feature.shape):
         raise ValueError(
             f"Input {feature.name!r} expects shape {tuple(feature.shape)}. "
             f"Received: shape={array.shape}."
@@ -1054,7 +1085,10 @@ def run_program(
             value = np.asarray(value)
             if spec.dtype is not None and spec.dtype is not object:
                 value = value.astype(spec.dtype)
-            if spec.shape is not None and value.shape != spec.shape:
+            if spec.shape is not None and (
+                value.ndim != len(spec.shape)
+                or any(d is not None and d != v for d, v in zip(spec.shape, value.shape))
+            ):
                 raise ValueError(
                     f"MIL op {op.type!r} produced shape {value.shape} for {name!r}; the program "
                     f"declares {spec.shape}. This is a bug in the interpreter or the program."

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mlxkit.export import _flexible as flexible_shapes
 from mlxkit.export import _state as state
 from mlxkit.export._locate import Locations, locate
 from mlxkit.export._lower import HINTS, Lowerer, channels_first, output_var, unsupported
@@ -453,6 +454,12 @@ def build_program(
                 lowerer.set(tensor, state.read(mb, function.inputs[name]), range(len(layout)))
                 continue
             lowerer.set(tensor, function.inputs[name], layout)
+            for axis, size in enumerate(function.inputs[name].shape):
+                if not isinstance(size, (int, np.integer)) and size not in lowerer.symbol_sizes:
+                    sizes = mb.shape(x=function.inputs[name])
+                    lowerer.symbol_sizes[size] = mb.slice_by_index(
+                        x=sizes, begin=[axis], end=[axis + 1]
+                    )
         for node in graph.nodes:
             before = len(function.operations)
             lowerer.lower(node)
@@ -571,6 +578,7 @@ def to_coreml(
     class_mask: bool = False,
     layout: Layout = "channels_last",
     states: Mapping[str, str] | None = None,
+    flexible: Mapping[str, Mapping[int, Any]] | None = None,
 ) -> CoreMLExport:
     """Exports an MLX model (or function of arrays) to a Core ML `.mlpackage`.
 
@@ -605,6 +613,11 @@ def to_coreml(
             the name of the output that holds its new value. The input becomes a state read at
             the start of each prediction, the output its update (no longer a model output).
             See `mlxkit.models.Llama.step` and the LLM tutorial.
+        flexible: Input axes that take more than one size: `{"input_ids": {1: (1, 512)}}`
+            accepts any size from 1 to 512 on axis 1 (`ct.RangeDim`), `{1: [1, 8, 64]}` those
+            sizes only (`ct.EnumeratedShapes`). The model is traced a second time at another
+            size to find what follows it; a constant built from the size (`mx.arange(T)`) is
+            an error saying how to compute it from the inputs instead.
 
     Quantized layers (`nn.QuantizedLinear`, `nn.QuantizedEmbedding`) keep their integers: the
     package holds 4 or 8 bits per weight, decompressed by Core ML to exactly `mx.dequantize`'s
@@ -702,8 +715,19 @@ def to_coreml(
         )
     parameter_count = _count_parameters(model, graph)
     bindings = state.bind_states(states, graph, in_names, out_names)
+    flexible_axes = flexible_shapes.parse(flexible, in_names, inputs)
+    if flexible_axes and image_input is not None:
+        raise ValueError(
+            "`flexible` and `image_input` cannot be combined yet. "
+            f"Received: flexible={flexible!r}, image_input={image_input!r}."
+        )
 
     optimize_graph(graph, model=model, inputs=inputs)
+    if flexible_axes:
+        second = flexible_shapes.second_inputs(inputs, flexible_axes)
+        other = trace_model(model, second, class_mask=class_mask)
+        optimize_graph(other, model=model, inputs=second)
+        flexible_shapes.make_symbolic(graph, other, flexible_axes)
     target = _target_for(ct, graph, bindings, target, minimum_deployment_target)
 
     def layout_for(tensor: str, image: bool) -> tuple[int, ...]:
@@ -727,6 +751,10 @@ def to_coreml(
     }
     if image_input is not None:
         convert_options["inputs"] = _input_types(ct, graph, image_input, in_names, input_layouts)
+    elif flexible_axes:
+        convert_options["inputs"] = _flexible_input_types(
+            ct, graph, in_names, input_layouts, bindings, flexible_axes
+        )
     if class_labels is not None:
         convert_options["classifier_config"] = ct.ClassifierConfig(list(class_labels))
     convert_and_save(built, text_path, compute_precision=compute_precision, **convert_options)
@@ -771,6 +799,33 @@ def _target_for(
             + (", or dequantize the model first." if len(needs) > len(bindings) else ".")
         )
     return target
+
+
+def _flexible_input_types(
+    ct: Any,
+    graph: Graph,
+    names: Sequence[str],
+    layouts: Sequence[tuple[int, ...]],
+    bindings: Sequence[state.StateBinding],
+    axes: Sequence[flexible_shapes.FlexibleAxis],
+) -> list[Any]:
+    """coremltools input types when some axes are flexible (states are not inputs)."""
+    stateful = {b.input_index for b in bindings}
+    specs = []
+    for index, (name, tensor, layout) in enumerate(zip(names, graph.inputs, layouts, strict=True)):
+        if index in stateful:
+            continue
+        shape = [graph.shapes[tensor][p] for p in layout]
+        dtype = np.int32 if graph.dtypes[tensor].startswith(("int", "uint")) else np.float32
+        mine = [
+            flexible_shapes.FlexibleAxis(
+                f.input_index, layout.index(f.axis), f.low, f.high, f.sizes, f.symbol
+            )
+            for f in axes
+            if f.input_index == index
+        ]
+        specs.append(flexible_shapes.input_type(ct, name, shape, dtype, mine))
+    return specs
 
 
 def _input_types(

@@ -69,15 +69,14 @@ def _export_step(model: Llama, path: str, prompt: mx.array, **options: object) -
 
 
 def _generate_numpy(path: str, prompt: np.ndarray, max_tokens: int) -> list[int]:
-    """Greedy decoding through a one-token package: the prompt fills the state token by token,
-    then one token per prediction."""
+    """Greedy decoding through the package: the prompt in one prediction (prefill), then one
+    token per prediction, the cache living in the package's state."""
     program = load_mlpackage(path)
     state = new_state(path)
     position = np.array([0], dtype=np.int32)
-    for token in prompt[0]:
-        inputs = {"input_ids": np.array([[token]], np.int32), "position": position}
-        logits = run_program(program, inputs, state)["logits"]
-        position = position + 1
+    inputs = {"input_ids": prompt, "position": position}
+    logits = run_program(program, inputs, state)["logits"]
+    position = position + prompt.shape[1]
     tokens: list[int] = []
     for _ in range(max_tokens):
         token = int(np.argmax(logits[0, -1]))
@@ -152,7 +151,7 @@ def test_4bit_llama_with_kv_state_generates_like_mlx(trained: Llama, tmp_path) -
 
     prompt = mx.array([list(b"It was the ")], dtype=mx.int32)
     path = str(tmp_path / "llama.mlpackage")
-    result = _export_step(model, path, prompt[:, :1])
+    result = _export_step(model, path, prompt, flexible={"input_ids": {1: (1, MAX_LENGTH)}})
     counts = result.report.op_counts
     assert counts["constexpr_blockwise_shift_scale"] == 2 * (2 * 7 + 2)  # 14 linears, embed, head
     assert counts["read_state"] == 2 and counts["write_state"] == 2
@@ -165,3 +164,64 @@ def test_4bit_llama_with_kv_state_generates_like_mlx(trained: Llama, tmp_path) -
     want = generate(model, prompt[0], 32)
     got = _generate_numpy(path, np.array(prompt), 32)
     assert got == want
+
+
+def test_flexible_length_runs_at_1_7_and_64(trained: Llama, tmp_path) -> None:
+    path = str(tmp_path / "flexible.mlpackage")
+    example = mx.array([list(b"It was")], dtype=mx.int32)
+    result = _export_step(trained, path, example, flexible={"input_ids": {1: (1, 64)}})
+    assert result.report.inputs[0][0] == "input_ids"
+    program = load_mlpackage(path)
+    assert program.inputs[0].ranges == ((1, 1), (1, 64))
+    cache = mx.zeros(trained.cache_shape(MAX_LENGTH), mx.float16)
+    rng = np.random.default_rng(0)
+    for length in (1, 7, 64):
+        ids = rng.integers(0, 128, (1, length)).astype(np.int32)
+        position = np.array([3], dtype=np.int32)  # after three earlier (zero-cache) tokens
+        state = new_state(path)
+        got = run_program(program, {"input_ids": ids, "position": position}, state)
+        want, keys, _ = trained.step(mx.array(ids), mx.array(position), cache, cache)
+        want_np = np.array(want)
+        error = np.abs(got["logits"] - want_np).max() / np.abs(want_np).max()
+        assert got["logits"].shape == (1, length, 128) and error < 1e-4, (length, error)
+        # The new keys are written at positions 3..3+length (float16: equal to an ulp).
+        keys_np = np.array(keys).astype(np.float32)
+        np.testing.assert_allclose(state["key_cache"], keys_np, rtol=2e-3, atol=1e-3)
+        written = np.any(state["key_cache"] != 0, axis=(0, 1, 2, 4))
+        assert written.tolist() == [3 <= s < 3 + length for s in range(MAX_LENGTH)]
+    with pytest.raises(ValueError, match="accepts shapes within"):
+        run_program(
+            program, {"input_ids": np.zeros((1, 65), np.int32), "position": position}, state
+        )
+
+
+def test_flexible_rejects_a_constant_built_from_the_length(trained: Llama, tmp_path) -> None:
+    # The plain forward builds positions with mx.arange(T): one program cannot follow T.
+    with pytest.raises(ValueError, match="constant from the size of a flexible input"):
+        to_coreml(
+            trained,
+            mx.zeros((1, 5), mx.int32),
+            str(tmp_path / "plain.mlpackage"),
+            flexible={"input": {1: (1, 32)}},
+        )
+    assert not os.path.exists(tmp_path / "plain.mlpackage")
+
+
+def test_enumerated_sizes(tmp_path) -> None:
+    def double_rows(x: mx.array) -> mx.array:
+        return mx.cumsum(x * 2.0, axis=1) - mx.max(x, axis=1, keepdims=True)
+
+    path = str(tmp_path / "enumerated.mlpackage")
+    to_coreml(
+        double_rows,
+        mx.ones((1, 4)),
+        path,
+        flexible={"input": {1: [2, 4, 8]}},
+        compute_precision="float32",
+    )
+    for size in (2, 4, 8):
+        x = np.arange(size, dtype=np.float32)[None]
+        got = run_mlpackage_numpy(path, x)["output"]
+        np.testing.assert_array_equal(got, np.array(double_rows(mx.array(x))))
+    with pytest.raises(ValueError, match="accepts the shapes"):
+        run_mlpackage_numpy(path, np.zeros((1, 6), np.float32))

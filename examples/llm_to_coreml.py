@@ -6,8 +6,8 @@ Run:
 
 Steps: train a byte-level Llama (grouped-query attention, RoPE, RMSNorm, SwiGLU) with the
 mlxkit Trainer on a public-domain paragraph (Dickens, "A Tale of Two Cities", 1859); quantize
-it with `nn.quantize(bits=4, group_size=64)`; export its one-token `step` with the KV cache as
-Core ML state (iOS 18); then generate greedily with MLX and through the exported package (the
+it with `nn.quantize(bits=4, group_size=64)`; export its `step` (a prompt or one token, a flexible
+length) with the KV cache as Core ML state (iOS 18); then generate greedily with MLX and through the exported package (the
 NumPy interpreter, which runs anywhere) and check the two agree token for token. The tutorial
 docs/examples/llm_to_coreml.md shows the Swift loop that drives the package on a device.
 """
@@ -41,11 +41,9 @@ def windows(data: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
 def generate_coreml(path: str, prompt: list[int], max_tokens: int) -> list[int]:
     """Greedy decoding through the package: the same loop as the Swift one in the tutorial."""
     state = new_state(path)  # Swift: let state = model.makeState()
-    position = 0
-    for token in prompt:  # prefill, one token per prediction
-        inputs = {"input_ids": np.array([[token]], np.int32), "position": np.array([position])}
-        logits = run_mlpackage_numpy(path, inputs, state=state)["logits"]
-        position += 1
+    inputs = {"input_ids": np.array([prompt], np.int32), "position": np.array([0])}
+    logits = run_mlpackage_numpy(path, inputs, state=state)["logits"]  # prefill, one prediction
+    position = len(prompt)
     tokens = []
     for _ in range(max_tokens):
         token = int(np.argmax(logits[0, -1]))
@@ -82,16 +80,18 @@ def main() -> None:
     mx.eval(model.parameters())
     quantized_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
 
-    # 3. Export the one-token step; the two caches become Core ML states.
+    # 3. Export `step` with a flexible token count (a prompt or one token) and the two caches
+    #    as Core ML states.
     max_length = 128
     cache = mx.zeros(model.cache_shape(max_length), mx.float16)
     result = to_coreml(
         model.step,
-        (mx.zeros((1, 1), mx.int32), mx.zeros((1,), mx.int32), cache, cache),
+        (mx.zeros((1, 8), mx.int32), mx.zeros((1,), mx.int32), cache, cache),
         args.output,
         input_names=["input_ids", "position", "key_cache", "value_cache"],
         output_names=["logits", "new_key_cache", "new_value_cache"],
         states={"key_cache": "new_key_cache", "value_cache": "new_value_cache"},
+        flexible={"input_ids": {1: (1, max_length)}},
         compute_precision="float32",
     )
     print(result.report)

@@ -174,12 +174,19 @@ def input_type(ct: Any, name: str, shape: Sequence[Any], dtype: Any, axes: Seque
     enumerated = [f for f in axes if f.sizes is not None]
     if enumerated:
         options = [
-            [next((f.sizes[i] if i < len(f.sizes) else f.sizes[-1] for f in axes if f.axis == a), s)
-             for a, s in enumerate(shape)]
+            [
+                next(
+                    (f.sizes[i] if i < len(f.sizes) else f.sizes[-1] for f in axes if f.axis == a),
+                    s,
+                )
+                for a, s in enumerate(shape)
+            ]
             for i in range(max(len(f.sizes) for f in enumerated))
         ]
-        default = [int(s) if isinstance(s, (int, np.integer)) else options[0][a] for a, s in
-                   enumerate(shape)]
+        default = [
+            int(s) if isinstance(s, (int, np.integer)) else options[0][a]
+            for a, s in enumerate(shape)
+        ]
         return ct.TensorType(
             name=name, shape=ct.EnumeratedShapes(shapes=options, default=default), dtype=dtype
         )

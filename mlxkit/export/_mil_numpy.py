@@ -237,9 +237,13 @@ def _feature(description: Any) -> FeatureSpec:
         ranges = enumerated = None
         which = array.WhichOneof("ShapeFlexibility")
         if which == "shapeRange":
-            ranges = tuple((int(r.lowerBound), int(r.upperBound)) for r in array.shapeRange.sizeRanges)
+            ranges = tuple(
+                (int(r.lowerBound), int(r.upperBound)) for r in array.shapeRange.sizeRanges
+            )
         elif which == "enumeratedShapes":
-            enumerated = tuple(tuple(int(d) for d in e.shape) for e in array.enumeratedShapes.shapes)
+            enumerated = tuple(
+                tuple(int(d) for d in e.shape) for e in array.enumeratedShapes.shapes
+            )
         return FeatureSpec(
             name,
             "tensor",

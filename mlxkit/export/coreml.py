@@ -114,7 +114,8 @@ class ConversionReport:
         compute_precision: `"float16"` or `"float32"`.
         parameter_count: Number of model parameters (constant elements for a plain function).
         file_size_bytes: Size of the `.mlpackage` on disk.
-        inputs: `(name, shape, kind)` per input, kind `"tensor"` or `"image"`.
+        inputs: `(name, shape, kind)` per input, kind `"tensor"` or `"image"`, with the
+            flexible sizes after it (`"tensor, axis 1: 1..512"`); shape is the default one.
         outputs: `(name, shape)` per output (shape `()` for classifier label outputs).
         minimum_deployment_target: The Core ML target the program was built for.
         fusions: How many subgraphs became one fused op, by kind (e.g. `{"conv": 20}`).
@@ -542,12 +543,24 @@ def report_for(
         compute_precision=compute_precision,
         parameter_count=parameter_count,
         file_size_bytes=_package_size(path),
-        inputs=[(f.name, tuple(f.shape), f.kind) for f in saved.inputs],
+        inputs=[(f.name, tuple(f.shape), _input_kind(f)) for f in saved.inputs],
         outputs=[(f.name, tuple(f.shape)) for f in saved.outputs],
         minimum_deployment_target=minimum_deployment_target,
         fusions=_fusion_counts(graph),
         float32_ops=dict(float32_counts),
     )
+
+
+def _input_kind(feature: Any) -> str:
+    """ "tensor", or with its flexible sizes: "tensor, axis 1: 1..512" / "tensor, shapes [...]"."""
+    if feature.ranges is not None:
+        flexible = [
+            f"axis {a}: {lo}..{hi}" for a, (lo, hi) in enumerate(feature.ranges) if lo != hi
+        ]
+        return ", ".join([feature.kind, *flexible])
+    if feature.enumerated is not None:
+        return f"{feature.kind}, shapes {list(feature.enumerated)}"
+    return str(feature.kind)
 
 
 @contextlib.contextmanager

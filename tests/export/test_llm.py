@@ -170,7 +170,7 @@ def test_flexible_length_runs_at_1_7_and_64(trained: Llama, tmp_path) -> None:
     path = str(tmp_path / "flexible.mlpackage")
     example = mx.array([list(b"It was")], dtype=mx.int32)
     result = _export_step(trained, path, example, flexible={"input_ids": {1: (1, 64)}})
-    assert result.report.inputs[0][0] == "input_ids"
+    assert result.report.inputs[0] == ("input_ids", (1, 6), "tensor, axis 1: 1..64")
     program = load_mlpackage(path)
     assert program.inputs[0].ranges == ((1, 1), (1, 64))
     cache = mx.zeros(trained.cache_shape(MAX_LENGTH), mx.float16)

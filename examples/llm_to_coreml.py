@@ -6,9 +6,10 @@ Run:
 
 Steps: train a byte-level Llama (grouped-query attention, RoPE, RMSNorm, SwiGLU) with the
 mlxkit Trainer on a public-domain paragraph (Dickens, "A Tale of Two Cities", 1859); quantize
-it with `nn.quantize(bits=4, group_size=64)`; export its `step` (a prompt or one token, a flexible
-length) with the KV cache as Core ML state (iOS 18); then generate greedily with MLX and through the exported package (the
-NumPy interpreter, which runs anywhere) and check the two agree token for token. The tutorial
+it with `nn.quantize(bits=4, group_size=64)`; export its `step` (a prompt or one token: a
+flexible length) with the KV cache as Core ML state (iOS 18); then generate greedily with MLX
+and through the exported package (the NumPy interpreter, which runs anywhere) and check the two
+agree token for token. The tutorial
 docs/examples/llm_to_coreml.md shows the Swift loop that drives the package on a device.
 """
 

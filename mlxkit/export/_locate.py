@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
 from mlxkit.export._trace import trace
@@ -40,6 +40,7 @@ _CREATORS: dict[str, tuple[str, ...]] = {
 }
 _RANDOM = ("RandomBits", "ErfInv")
 _MLX_DIR = os.path.dirname(os.path.abspath(mx.__file__)) + os.sep
+_EXPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 @dataclass
@@ -139,9 +140,15 @@ def _watch(
     def watched(*args: Any, **kwargs: Any) -> Any:
         if random:
             found.sampled_randomly = True
-        frame = sys._getframe(1)
-        while frame is not None and frame.f_code.co_filename.startswith(_MLX_DIR):
-            frame = frame.f_back  # type: ignore[assignment]
+        frame: FrameType | None = sys._getframe(1)
+        # MLX's own layers and this module's call recorder are not the user's code; when only
+        # the exporter is left (a model made of MLX layers alone), there is no line to name.
+        while frame is not None and (
+            frame.f_code.co_filename.startswith(_MLX_DIR) or frame.f_code.co_filename == __file__
+        ):
+            frame = frame.f_back
+        if frame is not None and frame.f_code.co_filename.startswith(_EXPORT_DIR):
+            frame = None
         if frame is not None and name not in seen:
             seen[name] = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
         return fn(*args, **kwargs)

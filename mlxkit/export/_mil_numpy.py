@@ -187,7 +187,7 @@ def _tensor_spec(value_type: Any) -> TensorSpec:
         return TensorSpec(None, None)
     tensor = value_type.tensorType
     dtype = _PROTO_DTYPES.get(MIL_pb2.DataType.Name(tensor.dataType), object)
-    dims = []
+    dims: list[int | None] = []
     for dim in tensor.dimensions:
         if dim.WhichOneof("dimension") != "constant":
             dims.append(None)  # a flexible size, known when the program runs
@@ -204,7 +204,8 @@ def _read_value(value: Any, weights_dir: str) -> Any:
     if which == "blobFileValue":
         blob = value.blobFileValue
         path = os.path.join(weights_dir, blob.fileName.split("/")[-1])
-        count = math.prod(spec.shape or ())
+        # Weights always have static shapes.
+        count = math.prod(int(d or 0) for d in spec.shape or ())
         return read_blob(path, blob.offset, spec.dtype, count).reshape(spec.shape)
     immediate = value.immediateValue
     kind = immediate.WhichOneof("value")

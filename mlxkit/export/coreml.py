@@ -56,16 +56,22 @@ _INSTALL_HINT = "Core ML export needs coremltools: `pip install coremltools`."
 
 
 class UnsupportedOperationError(NotImplementedError):
-    """Raised when a traced graph holds primitives with no Core ML lowering; lists all of them.
+    """Raised when a traced graph holds primitives with no Core ML lowering; lists all of them,
+    each with the submodule path and source line it came from and what to do.
+
+    Attributes:
+        operations: The MLX primitives that cannot be lowered.
 
     Example:
         >>> import mlx.core as mx
         >>> from mlxkit.export import to_coreml, UnsupportedOperationError
+        >>> def spectrum(x):
+        ...     return mx.abs(mx.fft.rfft(x)).astype(mx.float32)
         >>> try:
-        ...     to_coreml(lambda x: mx.sort(x) + mx.cumsum(x), mx.zeros((4,)), "s.mlpackage")
+        ...     to_coreml(spectrum, mx.zeros((4,)), "s.mlpackage")
         ... except UnsupportedOperationError as error:
-        ...     print(error.operations)
-        ['Sort', 'Scan']
+        ...     print(error.operations[0])
+        FFT
     """
 
     def __init__(self, operations: Sequence[str], message: str):
@@ -352,6 +358,12 @@ def trace_model(
     """Stage 1: traces `model(*inputs)` into a `Graph` (a Module in eval mode, then restored).
 
     With `class_mask`, the first output is replaced by its argmax over the last axis.
+
+    Example:
+        >>> import mlx.core as mx, mlx.nn as nn
+        >>> graph = trace_model(nn.Linear(4, 2), [mx.zeros((1, 4))])
+        >>> [node.op for node in graph.nodes]
+        ['Transpose', 'Broadcast', 'AddMM']
     """
     was_training = getattr(model, "training", None)
     fn = as_function(model)
@@ -397,6 +409,13 @@ def optimize_graph(
 
     With `model` and `inputs`, the error says where in the model each primitive came from.
     `fuse=False` keeps one MIL op per primitive (the benchmark's baseline).
+
+    Example:
+        >>> import mlx.core as mx, mlx.nn as nn
+        >>> graph = trace_model(nn.Linear(4, 2), [mx.zeros((1, 4))])
+        >>> optimize_graph(graph)
+        >>> [node.op for node in graph.nodes]
+        ['linear']
     """
     optimize(graph, fuse=fuse)
     problems = unsupported(graph)
@@ -428,6 +447,14 @@ def build_program(
     The MIL ops lowered from range-sensitive nodes (sums of squares on their way to a square
     root: RMSNorm, `x / norm(x)`) are listed so that a float16 export keeps them in float32.
     `states` turn inputs into Core ML states and their paired outputs into state updates.
+
+    Example:
+        >>> import coremltools as ct, mlx.core as mx, mlx.nn as nn
+        >>> graph = trace_model(nn.RMSNorm(4), [mx.ones((1, 4))])
+        >>> optimize_graph(graph)
+        >>> built = build_program(graph, ["x"], ["y"], [(0, 1)], [(0, 1)], ct.target.iOS15)
+        >>> len(built.float32_ops)  # square, reduce_mean, add, rsqrt
+        4
     """
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import Function, Program, types
@@ -465,7 +492,8 @@ def build_program(
             before = len(function.operations)
             lowerer.lower(node)
             if id(node) in sensitive:
-                float32_ops += [op.name for op in list(function.operations)[before:]]
+                new_ops = list(function.operations)[before:]
+                float32_ops += [op.name for op in new_ops if op.op_type != "const"]
         for binding in states:
             tensor = graph.outputs[binding.output_index]
             value = lowerer.var(tensor, tuple(range(len(graph.shapes[tensor]))))
@@ -495,6 +523,16 @@ def convert_and_save(
 
     In float16, the ops in `built.float32_ops` stay in float32 (Core ML casts around them).
     `convert_options` go to `coremltools.convert` (inputs, classifier_config, compute_units...).
+
+    Example:
+        >>> import coremltools as ct, mlx.core as mx, mlx.nn as nn
+        >>> graph = trace_model(nn.Linear(4, 2), [mx.zeros((1, 4))])
+        >>> optimize_graph(graph)
+        >>> built = build_program(graph, ["x"], ["y"], [(0, 1)], [(0, 1)], ct.target.iOS15)
+        >>> convert_and_save(built, "linear.mlpackage", compute_precision="float32")
+        >>> report_for("linear.mlpackage", graph, {}, compute_precision="float32",
+        ...            parameter_count=10, minimum_deployment_target="iOS15").op_counts
+        {'linear': 1}
     """
     ct = require_coremltools()
     precision: Any = ct.precision.FLOAT32
@@ -525,7 +563,8 @@ def report_for(
     minimum_deployment_target: str,
     float32_ops: Sequence[str] = (),
 ) -> ConversionReport:
-    """Stage 5: the conversion report, read back from the saved package."""
+    """Stage 5: the conversion report, read back from the saved package (see the example of
+    `convert_and_save`)."""
     saved = load_mlpackage(path)
     # Read from the package itself: the range-safe ops that still produce float32 there.
     kept = set(float32_ops) if compute_precision == "float16" else set()
@@ -598,10 +637,16 @@ def to_coreml(
     The model is traced on `example_inputs`, so any `__call__` code (skip connections, concat,
     slicing) is captured; shapes are fixed to the examples'. A Module is put in eval mode and its
     parameters evaluated first. Supported: convolutions (strided, padded, dilated, grouped,
-    transposed), linear layers, BatchNorm/LayerNorm/GroupNorm arithmetic, common activations,
-    pooling, nearest/bilinear upsampling, concatenation, reshapes, transposes, slicing, padding,
-    reductions, argmax, softmax and elementwise math. Anything else raises one
-    `UnsupportedOperationError` listing every offending primitive, before anything is written.
+    transposed), linear layers, BatchNorm/LayerNorm/GroupNorm/RMSNorm, common activations,
+    pooling, nearest/bilinear/cubic upsampling, attention with masks, concatenation, reshapes,
+    transposes, slicing, padding, gathers (also by computed index), cumulative sums and
+    products, sorting and top-k, reductions, softmax and elementwise math; the Core ML guide
+    lists every primitive. Anything else raises one `UnsupportedOperationError` listing every
+    offending primitive and where it came from, before anything is written.
+
+    The stages, in order: `trace_model`, `optimize_graph`, `build_program`,
+    `convert_and_save`, `report_for`. In float16, the sums of squares on their way to a square
+    root (RMSNorm, `x / norm(x)`) stay in float32, and the report lists those ops.
 
     Args:
         model: An `mlx.nn.Module` or a function of `mx.array`s returning an array or a tuple.
@@ -657,59 +702,12 @@ def to_coreml(
         {'cast': 2, 'linear': 2, 'relu': 1}
     """
     text_path = _check_path(path)
-    if compute_precision not in _PRECISIONS:
-        raise ValueError(
-            f"`compute_precision` must be one of {list(_PRECISIONS)}. "
-            f"Received: compute_precision={compute_precision!r}."
-        )
-    if compute_units not in _UNITS:
-        raise ValueError(
-            f"`compute_units` must be one of {list(_UNITS)}. "
-            f"Received: compute_units={compute_units!r}."
-        )
-    if layout not in _LAYOUTS:
-        raise ValueError(f"`layout` must be one of {list(_LAYOUTS)}. Received: layout={layout!r}.")
-    if image_input is not None and not isinstance(image_input, ImageInput):
-        raise TypeError(
-            "`image_input` must be an mlxkit.export.ImageInput or None. "
-            f"Received: image_input={image_input!r}."
-        )
-    if class_labels is not None and (isinstance(class_labels, str) or len(class_labels) == 0):
-        raise ValueError(
-            "`class_labels` must be a non-empty list of class names (or integer ids). "
-            f"Received: class_labels={class_labels!r}."
-        )
-    if class_labels is not None and class_mask:
-        raise ValueError(
-            "`class_labels` (a classifier) and `class_mask` (a segmentation mask) cannot be "
-            f"combined. Received: class_labels={class_labels!r}, class_mask={class_mask!r}."
-        )
+    _check_options(compute_precision, compute_units, layout, image_input, class_labels, class_mask)
     inputs = normalize_inputs(example_inputs)
+    _check_inputs(inputs, image_input)
     in_names = _check_names(input_names, len(inputs), "input_names")
     ct = require_coremltools()
-    target = None
-    if minimum_deployment_target is not None:
-        target = getattr(ct.target, str(minimum_deployment_target), None)
-        if target is None:
-            raise ValueError(
-                "`minimum_deployment_target` must be a coremltools.target name, one of "
-                f"{list(ct.target.__members__)}. "
-                f"Received: minimum_deployment_target={minimum_deployment_target!r}."
-            )
-    for index, array in enumerate(inputs):
-        if array.dtype not in (mx.float32, mx.float16, mx.bfloat16, mx.int32):
-            raise TypeError(
-                "Core ML inputs must be float32, float16 or int32 arrays. "
-                f"Received: example_inputs[{index}].dtype={array.dtype}."
-            )
-    if image_input is not None:
-        shape = inputs[0].shape
-        channels = 1 if image_input.color_layout == "GRAYSCALE" else 3
-        if len(shape) != 4 or shape[0] != 1 or shape[3] != channels:
-            raise ValueError(
-                f"An image input ({image_input.color_layout}) needs an example of shape "
-                f"(1, height, width, {channels}). Received: example_inputs[0].shape={shape}."
-            )
+    target = _deployment_target(ct, minimum_deployment_target)
 
     graph = trace_model(model, inputs, class_mask=class_mask)
     traced_counts = dict(Counter(node.op for node in graph.nodes))
@@ -810,6 +808,72 @@ def _target_for(
             f"Received: minimum_deployment_target={requested!r}. Pass "
             f"minimum_deployment_target={minimum.name!r} or later"
             + (", or dequantize the model first." if len(needs) > len(bindings) else ".")
+        )
+    return target
+
+
+def _check_options(
+    compute_precision: str,
+    compute_units: str,
+    layout: str,
+    image_input: ImageInput | None,
+    class_labels: Sequence[str] | Sequence[int] | None,
+    class_mask: bool,
+) -> None:
+    if compute_precision not in _PRECISIONS:
+        raise ValueError(
+            f"`compute_precision` must be one of {list(_PRECISIONS)}. "
+            f"Received: compute_precision={compute_precision!r}."
+        )
+    if compute_units not in _UNITS:
+        raise ValueError(
+            f"`compute_units` must be one of {list(_UNITS)}. "
+            f"Received: compute_units={compute_units!r}."
+        )
+    if layout not in _LAYOUTS:
+        raise ValueError(f"`layout` must be one of {list(_LAYOUTS)}. Received: layout={layout!r}.")
+    if image_input is not None and not isinstance(image_input, ImageInput):
+        raise TypeError(
+            "`image_input` must be an mlxkit.export.ImageInput or None. "
+            f"Received: image_input={image_input!r}."
+        )
+    if class_labels is not None and (isinstance(class_labels, str) or len(class_labels) == 0):
+        raise ValueError(
+            "`class_labels` must be a non-empty list of class names (or integer ids). "
+            f"Received: class_labels={class_labels!r}."
+        )
+    if class_labels is not None and class_mask:
+        raise ValueError(
+            "`class_labels` (a classifier) and `class_mask` (a segmentation mask) cannot be "
+            f"combined. Received: class_labels={class_labels!r}, class_mask={class_mask!r}."
+        )
+
+
+def _check_inputs(inputs: Sequence[mx.array], image_input: ImageInput | None) -> None:
+    for index, array in enumerate(inputs):
+        if array.dtype not in (mx.float32, mx.float16, mx.bfloat16, mx.int32):
+            raise TypeError(
+                "Core ML inputs must be float32, float16 or int32 arrays. "
+                f"Received: example_inputs[{index}].dtype={array.dtype}."
+            )
+    if image_input is not None:
+        shape = inputs[0].shape
+        channels = 1 if image_input.color_layout == "GRAYSCALE" else 3
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != channels:
+            raise ValueError(
+                f"An image input ({image_input.color_layout}) needs an example of shape "
+                f"(1, height, width, {channels}). Received: example_inputs[0].shape={shape}."
+            )
+
+
+def _deployment_target(ct: Any, name: str | None) -> Any:
+    if name is None:
+        return None
+    target = getattr(ct.target, str(name), None)
+    if target is None:
+        raise ValueError(
+            "`minimum_deployment_target` must be a coremltools.target name, one of "
+            f"{list(ct.target.__members__)}. Received: minimum_deployment_target={name!r}."
         )
     return target
 

@@ -186,7 +186,7 @@ class T5Encoder(nn.Module):
 
 
 class ClipVision(nn.Module):
-    """CLIP's vision tower: patch conv, class token, positions, pre-norm, quick-GELU MLPs."""
+    """CLIP's vision tower: patch conv, class token, positions, pre-norm blocks, pooling."""
 
     def __init__(self, patch: int = 4, image: int = 8):
         super().__init__()

@@ -197,3 +197,18 @@ def test_export_replaces_an_existing_package(tmp_path: Any) -> None:
     got = run_mlpackage_numpy(target, np.ones(2, np.float32))["output"]
     np.testing.assert_array_equal(got, [3.0, 3.0])
     assert leftovers(tmp_path) == ["twice.mlpackage"]
+
+
+def test_quantized_layers_below_ios18_name_the_target(tmp_path: Any) -> None:
+    # Quantized layers export since issue 18 (tests/export/test_llm.py), from iOS 18 on.
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+    nn.quantize(model, group_size=64, bits=4)
+    with pytest.raises(ValueError, match="minimum_deployment_target='iOS18'"):
+        to_coreml(
+            model,
+            mx.zeros((1, 64)),
+            str(tmp_path / "q.mlpackage"),
+            minimum_deployment_target="iOS16",
+        )
+    result = to_coreml(model, mx.zeros((1, 64)), str(tmp_path / "q.mlpackage"))
+    assert result.report.minimum_deployment_target == "iOS18"

@@ -17,7 +17,14 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from tests.export.helpers import FP16_TOLERANCE, FP32_TOLERANCE, as_tuple, relative_error
+from tests.export.helpers import (
+    FP16_TOLERANCE,
+    FP32_TOLERANCE,
+    as_tuple,
+    darwin_only,
+    predict,
+    relative_error,
+)
 
 ct = pytest.importorskip("coremltools")
 
@@ -126,6 +133,23 @@ def test_float16_normalisation_survives_large_inputs(tmp_path: Any, name: str) -
         # The sums of squares run in float32, and the report says so.
         assert result.report.float32_ops.get("square") == 1
         assert "float32 for range safety" in str(result.report)
+
+
+@darwin_only
+@pytest.mark.parametrize("name", sorted(RANGE_CASES))
+def test_core_ml_runtime_survives_large_inputs_in_float16(tmp_path: Any, name: str) -> None:
+    # The interpreter computes fused ops (layer_norm, softmax) in float32 and stores float16;
+    # only Core ML itself shows how its own kernels handle the range.
+    make, shape = RANGE_CASES[name]
+    layer = make()
+    if isinstance(layer, nn.Module):
+        layer.eval()
+        mx.eval(layer.parameters())
+    x = _normal(shape, seed=3, scale=RANGE_SCALE)
+    path = str(tmp_path / f"{name}.mlpackage")
+    to_coreml(layer, x, path, compute_precision="float16")
+    got = np.asarray(predict(path, [x])["output"])
+    assert relative_error(got, np.array(layer(x))) < FP16_TOLERANCE
 
 
 def test_float32_export_keeps_nothing_aside(tmp_path: Any) -> None:

@@ -2,7 +2,7 @@
 
 Run:
     python examples/llm_to_coreml.py            # ~300 training steps
-    python examples/llm_to_coreml.py --quick    # a few steps (the CI smoke test)
+    python examples/llm_to_coreml.py --quick    # a few steps, 8 tokens (the CI smoke test)
 
 Steps: train a byte-level Llama (grouped-query attention, RoPE, RMSNorm, SwiGLU) with the
 mlxkit Trainer on a public-domain paragraph (Dickens, "A Tale of Two Cities", 1859); quantize
@@ -101,8 +101,9 @@ def main() -> None:
 
     # 4. Generate: MLX (a growing cache) against the package (a fixed-size state).
     prompt = list(b"It was the ")
-    want = generate(model, mx.array(prompt), max_tokens=32)
-    got = generate_coreml(args.output, prompt, max_tokens=32)
+    max_tokens = 8 if args.quick else 32
+    want = generate(model, mx.array(prompt), max_tokens=max_tokens)
+    got = generate_coreml(args.output, prompt, max_tokens=max_tokens)
     print("MLX:    ", repr(bytes(want).decode("ascii", "replace")))
     print("Core ML:", repr(bytes(got).decode("ascii", "replace")))
     if got != want:

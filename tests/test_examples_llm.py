@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_llm_to_coreml_quick(tmp_path: Path) -> None:
     pytest.importorskip("coremltools")
     output = tmp_path / "tiny_llama.mlpackage"
+    script = str(ROOT / "examples" / "llm_to_coreml.py")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "llm_to_coreml.py"), "--quick"]
-        + ["--output", str(output)],
+        [sys.executable, script, "--quick", "--output", str(output)],
         capture_output=True,
         text=True,
         timeout=600,

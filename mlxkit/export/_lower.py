@@ -389,6 +389,12 @@ class Lowerer:
 
     # -- fused nodes --------------------------------------------------------------------------
 
+    def _quantized_linear(self, node: Node) -> None:
+        quantized.lower_linear(self, node)
+
+    def _quantized_gather(self, node: Node) -> None:
+        quantized.lower_gather(self, node)
+
     def _act(self, node: Node) -> None:
         x = self.value(node.inputs[0])
         mb, kind, v = self.mb, node.args["kind"], x.var
@@ -1187,12 +1193,12 @@ OPS: dict[str, Lowering] = {
         Lowerer._layer_norm, "nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm", "layer_norm"
     ),
     "quantized_linear": Lowering(
-        quantized.lower_linear,
+        Lowerer._quantized_linear,
         "nn.QuantizedLinear (2-8 bits, any group size; iOS 18+)",
         "constexpr_blockwise_shift_scale x2, linear",
     ),
     "quantized_gather": Lowering(
-        quantized.lower_gather,
+        Lowerer._quantized_gather,
         "nn.QuantizedEmbedding (iOS 18+)",
         "constexpr_blockwise_shift_scale x2, gather",
     ),

@@ -91,3 +91,15 @@ def read(mb: Any, state: Any) -> Any:
 def write(mb: Any, state: Any, value: Any) -> None:
     """Stores `value` (float32) as the state's new value."""
     mb.coreml_update_state(state=state, value=mb.cast(x=value, dtype="fp16"))
+
+
+def pass_pipeline(ct: Any) -> Any:
+    """coremltools' default passes, less `canonicalize_inplace_pattern`.
+
+    That pass only moves each state write next to the op computing its value (an ordering
+    preference); in coremltools 9 it fails with a KeyError when an op it anchors on was removed
+    by an earlier pass (float16 casts, or a value whose producer was folded).
+    """
+    pipeline = ct.PassPipeline.DEFAULT
+    pipeline.remove_passes(["common::canonicalize_inplace_pattern"])
+    return pipeline

@@ -768,6 +768,8 @@ def to_coreml(
         )
     if class_labels is not None:
         convert_options["classifier_config"] = ct.ClassifierConfig(list(class_labels))
+    if bindings:
+        convert_options["pass_pipeline"] = state.pass_pipeline(ct)
     convert_and_save(built, text_path, compute_precision=compute_precision, **convert_options)
 
     report = report_for(

@@ -170,7 +170,8 @@ def test_flexible_length_runs_at_1_7_and_64(trained: Llama, tmp_path) -> None:
     path = str(tmp_path / "flexible.mlpackage")
     example = mx.array([list(b"It was")], dtype=mx.int32)
     result = _export_step(trained, path, example, flexible={"input_ids": {1: (1, 64)}})
-    assert result.report.inputs[0] == ("input_ids", (1, 6), "tensor, axis 1: 1..64")
+    # The default shape Core ML shows for a range is its lower bound.
+    assert result.report.inputs[0] == ("input_ids", (1, 1), "tensor, axis 1: 1..64")
     program = load_mlpackage(path)
     assert program.inputs[0].ranges == ((1, 1), (1, 64))
     cache = mx.zeros(trained.cache_shape(MAX_LENGTH), mx.float16)
@@ -225,3 +226,32 @@ def test_enumerated_sizes(tmp_path) -> None:
         np.testing.assert_array_equal(got, np.array(double_rows(mx.array(x))))
     with pytest.raises(ValueError, match="accepts the shapes"):
         run_mlpackage_numpy(path, np.zeros((1, 6), np.float32))
+
+
+@pytest.mark.parametrize("precision", ["float32", "float16"])
+def test_states_accumulate_across_predictions(tmp_path, precision: str) -> None:
+    def accumulate(x: mx.array, total: mx.array, count: mx.array) -> tuple[mx.array, ...]:
+        new_total = (total.astype(mx.float32) + x).astype(mx.float16)
+        new_count = (count.astype(mx.float32) + 1.0).astype(mx.float16)
+        return new_total.astype(mx.float32) / new_count.astype(mx.float32), new_total, new_count
+
+    path = str(tmp_path / "running_mean.mlpackage")
+    zeros = mx.zeros((3,), mx.float16)
+    result = to_coreml(
+        accumulate,
+        (mx.ones((3,)), zeros, zeros),
+        path,
+        input_names=["x", "total", "count"],
+        output_names=["mean", "new_total", "new_count"],
+        states={"total": "new_total", "count": "new_count"},
+        compute_precision=precision,
+    )
+    assert [name for name, _, _ in result.report.inputs] == ["x"]
+    state = new_state(path)
+    assert sorted(state) == ["count", "total"]
+    for x in ([1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [5.0, 5.0, 5.0]):
+        mean = run_mlpackage_numpy(path, np.array(x, np.float32), state=state)["mean"]
+    np.testing.assert_allclose(mean, [3.0, 3.0, 3.0])
+    np.testing.assert_array_equal(state["count"], [3.0, 3.0, 3.0])
+    with pytest.raises(ValueError, match="new_state"):
+        run_mlpackage_numpy(path, np.ones(3, np.float32))

@@ -250,7 +250,7 @@ class Llama(nn.Module):
             >>> cache = mx.zeros(model.cache_shape(16), mx.float16)
             >>> logits, keys, values = model.step(mx.array([[1, 2]]), mx.array([0]), cache, cache)
             >>> logits.shape, keys.shape
-            ((1, 2, 32), (1, 1, 2, 16, 64))
+            ((1, 2, 32), (1, 1, 2, 16, 16))
         """
         max_length = key_cache.shape[3]
         # position + 0..T-1 from the tokens themselves (a cumulative count), not from arange(T).

@@ -72,8 +72,8 @@ def _fuse_matmul(graph: Graph, node: Node) -> Node | None:
     if len(node.inputs) != 4 or not all(n in graph.constants for n in node.inputs[1:]):
         return None
     group_size, bits = node.args[0], node.args[1]
-    transpose = node.args[-1]
-    if transpose is not True:
+    # Arguments: group_size, bits, mode (0: affine, the only mode with biases), transpose.
+    if node.args[-1] is not True or (len(node.args) == 4 and node.args[2] != 0):
         return None
     packed, scales, biases = (graph.full_constant(n) for n in node.inputs[1:])
     return Node(

@@ -128,6 +128,7 @@ class ConversionReport:
         float32_ops: In a float16 export, the Core ML ops kept in float32 for range safety
             (sums of squares inside RMSNorm and `x / norm(x)`, which overflow float16 once an
             element passes ~256), by type.
+        states: `(name, shape)` per Core ML state (float16; see `to_coreml`'s `states`).
 
     Example:
         >>> from mlxkit.export import ConversionReport
@@ -146,6 +147,7 @@ class ConversionReport:
     minimum_deployment_target: str = "iOS15"
     fusions: dict[str, int] = field(default_factory=dict)
     float32_ops: dict[str, int] = field(default_factory=dict)
+    states: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
 
     def __str__(self) -> str:
         total = sum(self.op_counts.values())
@@ -158,6 +160,8 @@ class ConversionReport:
             lines.append(f"  input  {name}: {kind} {tuple(shape)}")
         for name, shape in self.outputs:
             lines.append(f"  output {name}: {tuple(shape)}")
+        for name, shape in self.states:
+            lines.append(f"  state  {name}: float16 {tuple(shape)}")
         lines.append("  ops:")
         for op, count in sorted(self.op_counts.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    {op:<28}{count:>6}")
@@ -587,6 +591,7 @@ def report_for(
         minimum_deployment_target=minimum_deployment_target,
         fusions=_fusion_counts(graph),
         float32_ops=dict(float32_counts),
+        states=[(f.name, tuple(f.shape)) for f in saved.states],
     )
 
 

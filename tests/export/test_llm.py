@@ -156,6 +156,9 @@ def test_4bit_llama_with_kv_state_generates_like_mlx(trained: Llama, tmp_path) -
     assert counts["constexpr_blockwise_shift_scale"] == 2 * (2 * 7 + 2)  # 14 linears, embed, head
     assert counts["read_state"] == 2 and counts["write_state"] == 2
     assert [name for name, _, _ in result.report.inputs] == ["input_ids", "position"]
+    shape = model.cache_shape(MAX_LENGTH)
+    assert result.report.states == [("key_cache", shape), ("value_cache", shape)]
+    assert "state  key_cache: float16 (2, 1, 2, 80, 64)" in str(result.report)
     assert result.report.file_size_bytes < 1.3 * quantized_bytes, (
         result.report.file_size_bytes,
         quantized_bytes,

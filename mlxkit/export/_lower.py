@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any
 
 from mlxkit.export import _primitives as prim
+from mlxkit.export import _quantized as quantized
 from mlxkit.export._trace import Graph, Node
 
 import numpy as np
@@ -68,6 +69,46 @@ class Value:
     perm: tuple[int, ...]
     shape: tuple[int, ...]
     lazy: bool = False
+
+
+def static_size(size: Any) -> int | None:
+    """A size as an int, or None when it is symbolic (a flexible shape's size)."""
+    try:
+        return int(size)
+    except TypeError:
+        return None
+
+
+def broadcast_shapes(*shapes: Sequence[Any]) -> tuple[Any, ...]:
+    """NumPy's broadcast of shapes, for sizes that may be symbolic (flexible shapes)."""
+    rank = max(len(s) for s in shapes)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in shapes]
+    out = []
+    for sizes in zip(*padded):
+        big = [s for s in sizes if static_size(s) != 1]
+        known = {static_size(s) for s in big} - {None}
+        if len(known) > 1:
+            raise ValueError(f"Shapes {shapes} do not broadcast.")
+        # A static size wins; distinct symbols are the same flexible size by construction.
+        out.append(known.pop() if known else (big[0] if big else 1))
+    return tuple(out)
+
+
+def tile_reps(target: Sequence[Any], current: Sequence[Any]) -> list[Any]:
+    """Repetitions that tile `current` up to `target`; symbolic sizes (one flexible size per
+    program, whatever coremltools names it) repeat once over themselves."""
+    reps: list[Any] = []
+    for t, c in zip(target, current):
+        st, sc = static_size(t), static_size(c)
+        if st is None and sc is None:
+            reps.append(1)
+        elif st is None:
+            reps.append(t if sc == 1 else None)
+        else:
+            reps.append(st // sc if sc else 1)
+    if any(r is None for r in reps):
+        raise ValueError(f"Cannot tile shape {tuple(current)} to {tuple(target)}.")
+    return reps
 
 
 def _identity(rank: int) -> tuple[int, ...]:
@@ -115,6 +156,23 @@ class Lowerer:
         # Off: every channels-first result is transposed straight back (one transpose pair per
         # conv), the naive lowering the export benchmark measures layout tracking against.
         self.track_layout = track_layout
+        # Flexible shapes (`_flexible`): symbolic size -> a MIL var holding it at run time.
+        self.symbol_sizes: dict[Any, Any] = {}
+
+    def shape_argument(self, sizes: Sequence[Any], reshape: bool = False) -> Any:
+        """`sizes` as a MIL shape argument: a list of ints, or a var built at run time when
+        some sizes are symbolic (flexible shapes). A reshape with one symbolic size uses -1,
+        which keeps the size's symbol for the ops after it."""
+        static = [static_size(s) for s in sizes]
+        if all(s is not None for s in static):
+            return static
+        if reshape and sum(s is None for s in static) == 1:
+            return [-1 if s is None else s for s in static]
+        parts = [
+            self.symbol_sizes[s] if v is None else np.array([v], dtype=np.int32)
+            for s, v in zip(sizes, static)
+        ]
+        return self.mb.concat(values=parts, axis=0)
 
     # -- access -------------------------------------------------------------------------------
 
@@ -133,8 +191,11 @@ class Lowerer:
             return value
         physical = [value.shape[p] for p in value.perm]
         current = list(value.var.shape)
-        reps = [t // c if c else 1 for t, c in zip(physical, current)]
-        var = self.mb.tile(x=value.var, reps=reps) if any(r != 1 for r in reps) else value.var
+        reps = tile_reps(physical, current)
+        if any(r != 1 for r in reps):
+            var = self.mb.tile(x=value.var, reps=self.shape_argument(reps))
+        else:
+            var = value.var
         return Value(var, value.perm, value.shape)
 
     def to_perm(self, value: Value, perm: Sequence[int]) -> Value:
@@ -247,8 +308,8 @@ class Lowerer:
         # MIL's `select` takes its output shape from the two branches alone, so a condition
         # larger than both (`mx.where(x > 0, 1.0, 0.0)`) must broadcast a branch up front.
         shapes = [tuple(np.shape(v) if isinstance(v, np.ndarray) else v.shape) for v in operands]
-        full = np.broadcast_shapes(*shapes)
-        if np.broadcast_shapes(shapes[1], shapes[2]) != full:
+        full = broadcast_shapes(*shapes)
+        if broadcast_shapes(shapes[1], shapes[2]) != full:
             operands[1] = self._broadcast_to(operands[1], full)
         var = self.mb.select(cond=operands[0], a=operands[1], b=operands[2])
         self.set(node.outputs[0], var, perm, lazy)
@@ -257,13 +318,14 @@ class Lowerer:
         """A constant or var broadcast to the physical `shape` (a NumPy copy or a `tile`)."""
         if isinstance(operand, np.ndarray):
             value = np.reshape(operand, (1,) * (len(shape) - operand.ndim) + operand.shape)
-            return np.ascontiguousarray(np.broadcast_to(value, shape))
+            if all(static_size(s) is not None for s in shape):
+                return np.ascontiguousarray(np.broadcast_to(value, shape))
+            operand = self.mb.const(val=value)
         current = list(operand.shape)
         if len(current) < len(shape):
             operand = self.mb.expand_dims(x=operand, axes=list(range(len(shape) - len(current))))
             current = [1] * (len(shape) - len(current)) + current
-        reps = [t // c for t, c in zip(shape, current)]
-        return self.mb.tile(x=operand, reps=reps)
+        return self.mb.tile(x=operand, reps=self.shape_argument(tile_reps(shape, current)))
 
     def _logaddexp(self, node: Node) -> None:
         operands, perm, lazy = self._operands(node)
@@ -313,6 +375,12 @@ class Lowerer:
     def _astype(self, node: Node) -> None:
         source, target = self.graph.dtypes[node.inputs[0]], self.graph.dtypes[node.outputs[0]]
         x = self.value(node.inputs[0])
+        if source == "float32" and target == "float16":
+            # Rounding to float16 is part of what the model computes (a float16 KV cache): keep
+            # it, even in a float32 program, by a round trip through float16.
+            var = self.mb.cast(x=self.mb.cast(x=x.var, dtype="fp16"), dtype="fp32")
+            self.set(node.outputs[0], var, x.perm, x.lazy)
+            return
         if _mil_dtype(source) == _mil_dtype(target):
             self.set(node.outputs[0], x.var, x.perm, x.lazy)
             return
@@ -320,6 +388,12 @@ class Lowerer:
         self.set(node.outputs[0], var, x.perm, x.lazy)
 
     # -- fused nodes --------------------------------------------------------------------------
+
+    def _quantized_linear(self, node: Node) -> None:
+        quantized.lower_linear(self, node)
+
+    def _quantized_gather(self, node: Node) -> None:
+        quantized.lower_gather(self, node)
 
     def _act(self, node: Node) -> None:
         x = self.value(node.inputs[0])
@@ -708,23 +782,25 @@ class Lowerer:
                 perm = [mapping[p] for p in x.perm if p in mapping]
                 perm += [a for a in range(len(out_shape)) if a not in out_big]
                 physical = [out_shape[a] for a in perm]
-                var = self.mb.reshape(x=x.var, shape=physical)
+                var = self.mb.reshape(x=x.var, shape=self.shape_argument(physical, reshape=True))
                 self.set(node.outputs[0], var, perm)
                 return
             x = self.to_perm(x, _identity(len(x.shape)))
-        var = self.mb.reshape(x=x.var, shape=list(out_shape))
+        var = self.mb.reshape(x=x.var, shape=self.shape_argument(out_shape, reshape=True))
         self.set(node.outputs[0], var, _identity(len(out_shape)))
 
     def _slice(self, node: Node) -> None:
         x = self.materialize(self.value(node.inputs[0]))
         starts, stops, steps = node.args
+        out_shape = self.graph.shapes[node.outputs[0]]
         begin, end, stride, end_mask = [], [], [], []
         for p in x.perm:
             begin.append(int(starts[p]))
             stride.append(int(steps[p]))
-            negative_end = steps[p] < 0 and stops[p] < 0
-            end.append(0 if negative_end else int(stops[p]))
-            end_mask.append(bool(negative_end))
+            # A slice whose size follows a flexible size runs to the end of the axis.
+            open_end = (steps[p] < 0 and stops[p] < 0) or static_size(out_shape[p]) is None
+            end.append(0 if open_end else int(stops[p]))
+            end_mask.append(bool(open_end))
         var = self.mb.slice_by_index(
             x=x.var, begin=begin, end=end, stride=stride, end_mask=end_mask
         )
@@ -1116,13 +1192,24 @@ OPS: dict[str, Lowering] = {
     "layer_norm": Lowering(
         Lowerer._layer_norm, "nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm", "layer_norm"
     ),
+    "quantized_linear": Lowering(
+        Lowerer._quantized_linear,
+        "nn.QuantizedLinear (2-8 bits, any group size; iOS 18+)",
+        "constexpr_blockwise_shift_scale x2, linear",
+    ),
+    "quantized_gather": Lowering(
+        Lowerer._quantized_gather,
+        "nn.QuantizedEmbedding (iOS 18+)",
+        "constexpr_blockwise_shift_scale x2, gather",
+    ),
 }
 
 # What to tell the user about primitives that have no lowering (see `unsupported`).
 HINTS: dict[str, str] = {
     "Convolution": "a convolution whose weight is computed from the inputs; make the weight a "
     "parameter or constant",
-    "QuantizedMatmul": "a quantized layer; dequantize it (or export the float model) first",
+    "QuantizedMatmul": "a quantized matmul whose weights are not constants, or with "
+    "transpose=False; use nn.QuantizedLinear",
     "GatherQMM": "a quantized layer; dequantize it (or export the float model) first",
 }
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlxkit.export import _primitives as prim
+from mlxkit.export import _quantized as quantized
 
 import numpy as np
 
@@ -41,6 +42,11 @@ _PROTO_DTYPES = {
     "UINT16": np.uint16,
     "UINT32": np.uint32,
     "UINT64": np.uint64,
+    "INT4": np.int8,
+    "UINT4": np.uint8,
+    "UINT2": np.uint8,
+    "UINT1": np.uint8,
+    "UINT3": np.uint8,
 }
 
 # Blob storage dtype codes (MIL's BlobDataType) to NumPy dtypes.
@@ -79,7 +85,7 @@ class TensorSpec:
     """A declared tensor: dtype and static shape (None for a non-tensor such as a dictionary)."""
 
     dtype: Any
-    shape: tuple[int, ...] | None
+    shape: tuple[int | None, ...] | None
 
 
 @dataclass
@@ -101,6 +107,9 @@ class FeatureSpec:
     shape: tuple[int, ...] = ()
     dtype: Any = np.float32
     color_space: str | None = None
+    # Flexible inputs: the accepted shapes, as (low, high) per axis or a list of shapes.
+    ranges: tuple[tuple[int, int], ...] | None = None
+    enumerated: tuple[tuple[int, ...], ...] | None = None
 
 
 @dataclass
@@ -114,6 +123,7 @@ class LoadedProgram:
     block_outputs: list[str]
     opset: str
     metadata: dict[str, str]
+    states: list[FeatureSpec] = field(default_factory=list)
 
     def op_counts(self) -> dict[str, int]:
         """How many operations of each type the program holds (consts excluded)."""
@@ -150,6 +160,11 @@ def read_blob(path: str, offset: int, dtype: Any, count: int) -> np.ndarray:
         sentinel, code, size, data_offset = struct.unpack("<IIQQ", f.read(24))
         if sentinel != _BLOB_SENTINEL:
             raise ValueError(f"Corrupt weight file {path!r}: no blob metadata at offset {offset}.")
+        if code in quantized.SUB_BYTE_BLOBS:
+            bits, signed = quantized.SUB_BYTE_BLOBS[code]
+            f.seek(data_offset)
+            values = quantized.unpack_sub_byte(f.read(size), bits, signed, count)
+            return values.astype(dtype, copy=False)
         stored = _BLOB_DTYPES.get(code)
         if stored is None:
             raise NotImplementedError(f"Weight blob data type code {code} is not supported.")
@@ -166,14 +181,17 @@ def _tensor_spec(value_type: Any) -> TensorSpec:
     from coremltools.proto import MIL_pb2
 
     which = value_type.WhichOneof("type")
+    if which == "stateType":
+        return _tensor_spec(value_type.stateType.wrappedType)
     if which != "tensorType":
         return TensorSpec(None, None)
     tensor = value_type.tensorType
     dtype = _PROTO_DTYPES.get(MIL_pb2.DataType.Name(tensor.dataType), object)
-    dims = []
+    dims: list[int | None] = []
     for dim in tensor.dimensions:
         if dim.WhichOneof("dimension") != "constant":
-            raise NotImplementedError("Programs with flexible (unknown) shapes are not supported.")
+            dims.append(None)  # a flexible size, known when the program runs
+            continue
         dims.append(int(dim.constant.size))
     return TensorSpec(dtype, tuple(dims))
 
@@ -186,7 +204,8 @@ def _read_value(value: Any, weights_dir: str) -> Any:
     if which == "blobFileValue":
         blob = value.blobFileValue
         path = os.path.join(weights_dir, blob.fileName.split("/")[-1])
-        count = math.prod(spec.shape or ())
+        # Weights always have static shapes.
+        count = math.prod(int(d or 0) for d in spec.shape or ())
         return read_blob(path, blob.offset, spec.dtype, count).reshape(spec.shape)
     immediate = value.immediateValue
     kind = immediate.WhichOneof("value")
@@ -216,8 +235,23 @@ def _feature(description: Any) -> FeatureSpec:
     if kind == "multiArrayType":
         array = description.type.multiArrayType
         codes = {65568: np.float32, 65552: np.float16, 131104: np.int32, 65600: np.float64}
+        ranges = enumerated = None
+        which = array.WhichOneof("ShapeFlexibility")
+        if which == "shapeRange":
+            ranges = tuple(
+                (int(r.lowerBound), int(r.upperBound)) for r in array.shapeRange.sizeRanges
+            )
+        elif which == "enumeratedShapes":
+            enumerated = tuple(
+                tuple(int(d) for d in e.shape) for e in array.enumeratedShapes.shapes
+            )
         return FeatureSpec(
-            name, "tensor", tuple(array.shape), codes.get(array.dataType, np.float32)
+            name,
+            "tensor",
+            tuple(array.shape),
+            codes.get(array.dataType, np.float32),
+            ranges=ranges,
+            enumerated=enumerated,
         )
     if kind == "imageType":
         image = description.type.imageType
@@ -228,6 +262,9 @@ def _feature(description: Any) -> FeatureSpec:
         return FeatureSpec(
             name, "image", (1, channels, image.height, image.width), np.float32, space
         )
+    if kind == "stateType":
+        array = description.type.stateType.arrayType
+        return FeatureSpec(name, "state", tuple(array.shape), np.float16)
     if kind == "stringType":
         return FeatureSpec(name, "string")
     if kind == "int64Type":
@@ -298,6 +335,7 @@ def load_mlpackage(path: str | os.PathLike[str]) -> LoadedProgram:
         block_outputs=list(block.outputs),
         opset=function.opset,
         metadata=metadata,
+        states=[_feature(d) for d in spec.description.state],
     )
 
 
@@ -939,6 +977,8 @@ _OPS: dict[str, Callable[..., Any]] = {
     ),
 }
 
+_OPS.update(quantized.NUMPY_OPS)
+
 SUPPORTED_OPS = frozenset(_OPS) | {"const", "classify"}
 
 
@@ -963,7 +1003,23 @@ def _prepare_input(feature: FeatureSpec, value: Any) -> np.ndarray:
         if feature.color_space == "BGR":
             array = array[..., ::-1]
         return np.ascontiguousarray(array.transpose(2, 0, 1)[None]).astype(np.float32)
-    if tuple(array.shape) != tuple(feature.shape):
+    if feature.ranges is not None:
+        fits = len(array.shape) == len(feature.ranges) and all(
+            low <= size <= (high if high > 0 else size)
+            for size, (low, high) in zip(array.shape, feature.ranges)
+        )
+        if not fits:
+            raise ValueError(
+                f"Input {feature.name!r} accepts shapes within {list(feature.ranges)} (low, "
+                f"high per axis). Received: shape={array.shape}."
+            )
+    elif feature.enumerated is not None:
+        if tuple(array.shape) not in feature.enumerated:
+            raise ValueError(
+                f"Input {feature.name!r} accepts the shapes {list(feature.enumerated)}. "
+                f"Received: shape={array.shape}."
+            )
+    elif tuple(array.shape) != tuple(feature.shape):
         raise ValueError(
             f"Input {feature.name!r} expects shape {tuple(feature.shape)}. "
             f"Received: shape={array.shape}."
@@ -972,9 +1028,17 @@ def _prepare_input(feature: FeatureSpec, value: Any) -> np.ndarray:
 
 
 def run_program(
-    program: LoadedProgram, inputs: Mapping[str, Any] | Sequence[Any] | Any
+    program: LoadedProgram,
+    inputs: Mapping[str, Any] | Sequence[Any] | Any,
+    state: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Executes a loaded program; see `run_mlpackage_numpy`."""
+    state_names = [f.name for f in program.states]
+    if state_names and (state is None or sorted(state) != sorted(state_names)):
+        raise ValueError(
+            f"The model has states {state_names}: pass `state=new_state(path)` and reuse it "
+            f"across predictions. Received: state keys {None if state is None else list(state)}."
+        )
     names = [f.name for f in program.inputs]
     if isinstance(inputs, Mapping):
         missing = [n for n in names if n not in inputs]
@@ -996,6 +1060,10 @@ def run_program(
     for op in program.operations:
         if op.type == "const":
             env[op.outputs[0][0]] = op.attributes["val"]
+            continue
+        if op.type in _STATE_OPS:
+            assert state is not None  # checked above: a program with state ops declares states
+            _run_state_op(op, env, state)
             continue
         kwargs: dict[str, Any] = {}
         for param, bindings in op.inputs.items():
@@ -1022,7 +1090,10 @@ def run_program(
             value = np.asarray(value)
             if spec.dtype is not None and spec.dtype is not object:
                 value = value.astype(spec.dtype)
-            if spec.shape is not None and value.shape != spec.shape:
+            if spec.shape is not None and (
+                value.ndim != len(spec.shape)
+                or any(d is not None and d != v for d, v in zip(spec.shape, value.shape))
+            ):
                 raise ValueError(
                     f"MIL op {op.type!r} produced shape {value.shape} for {name!r}; the program "
                     f"declares {spec.shape}. This is a bug in the interpreter or the program."
@@ -1033,8 +1104,55 @@ def run_program(
     return results
 
 
+_STATE_OPS = ("read_state", "write_state", "coreml_update_state")
+
+
+def _run_state_op(op: Operation, env: dict[str, Any], state: dict[str, np.ndarray]) -> None:
+    """MIL's state ops over `state` (updated in place, like Core ML's MLState)."""
+    if op.type == "read_state":
+        name = op.inputs["input"][0][1]
+        env[op.outputs[0][0]] = np.array(state[name], dtype=np.float16)
+        return
+    # Saved programs hold `write_state(input=, data=)`; `coreml_update_state` is the builder's.
+    name = op.inputs["input" if "input" in op.inputs else "state"][0][1]
+    kind, ref = op.inputs["data" if "data" in op.inputs else "value"][0]
+    value = np.asarray(env[ref] if kind == "name" else ref)
+    if value.shape != state[name].shape:
+        raise ValueError(
+            f"State {name!r} has shape {state[name].shape}; the program wrote {value.shape}."
+        )
+    state[name][...] = value.astype(np.float16)
+    if op.outputs:
+        env[op.outputs[0][0]] = state[name].copy()
+
+
+def new_state(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Fresh (zero) states for a stateful `.mlpackage`, as Core ML's `model.makeState()`.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxkit.export import new_state, run_mlpackage_numpy, to_coreml
+        >>> def count(x, total):
+        ...     new = (total.astype(mx.float32) + x).astype(mx.float16)
+        ...     return new.astype(mx.float32), new
+        >>> _ = to_coreml(count, (mx.ones((2,)), mx.zeros((2,), mx.float16)), "c.mlpackage",
+        ...     input_names=["x", "total"], output_names=["y", "new_total"],
+        ...     states={"total": "new_total"}, compute_precision="float32")
+        >>> state = new_state("c.mlpackage")
+        >>> for _ in range(3):
+        ...     y = run_mlpackage_numpy("c.mlpackage", [[1.0, 2.0]], state=state)["y"]
+        >>> y.tolist()
+        [3.0, 6.0]
+    """
+    program = load_mlpackage(path)
+    return {f.name: np.zeros(f.shape, dtype=np.float16) for f in program.states}
+
+
 def run_mlpackage_numpy(
-    path: str | os.PathLike[str], inputs: Mapping[str, Any] | Sequence[Any] | Any
+    path: str | os.PathLike[str],
+    inputs: Mapping[str, Any] | Sequence[Any] | Any,
+    *,
+    state: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Runs a saved `.mlpackage` in NumPy and returns its outputs by name.
 
@@ -1046,6 +1164,8 @@ def run_mlpackage_numpy(
         inputs: A dict from input name to array, or the arrays in input order (a single array for
             a one-input model). An image input takes an `(height, width, channels)` array with
             RGB pixel values as a camera frame would provide them (0-255).
+        state: For a stateful model, the dict from `new_state(path)`; each prediction reads
+            and updates it in place (Core ML's `MLState`).
 
     Returns:
         A dict from output name to NumPy array (classifiers also give the label and a dict of
@@ -1061,4 +1181,4 @@ def run_mlpackage_numpy(
         >>> np.allclose(outputs["output"], np.array(model(mx.array(x))), atol=1e-5)
         True
     """
-    return run_program(load_mlpackage(path), inputs)
+    return run_program(load_mlpackage(path), inputs, state)

@@ -20,6 +20,7 @@ from typing import Any
 
 from mlxkit.export import _primitives as prim
 from mlxkit.export._mil_numpy import upsample_bilinear_nchw, upsample_nearest_nchw
+from mlxkit.export._quantized import fuse_quantized
 from mlxkit.export._trace import Graph, Node
 
 import numpy as np
@@ -962,6 +963,7 @@ def optimize(graph: Graph, *, fuse: bool = True) -> None:
     primitive, the baseline the export benchmark measures the fusions against.
     """
     drop_empty_tensors(graph)
+    fuse_quantized(graph)
     fold_constants(graph)
     eliminate_dead_code(graph)
     fuse_high_rank_permutes(graph)

@@ -18,11 +18,13 @@ import re
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mlxkit._io import atomic_write_folder
+from mlxkit.export import _flexible as flexible_shapes
+from mlxkit.export import _state as state
 from mlxkit.export._locate import Locations, locate
 from mlxkit.export._lower import HINTS, Lowerer, channels_first, output_var, unsupported
 from mlxkit.export._mil_numpy import load_mlpackage
@@ -117,13 +119,15 @@ class ConversionReport:
         compute_precision: `"float16"` or `"float32"`.
         parameter_count: Number of model parameters (constant elements for a plain function).
         file_size_bytes: Size of the `.mlpackage` on disk.
-        inputs: `(name, shape, kind)` per input, kind `"tensor"` or `"image"`.
+        inputs: `(name, shape, kind)` per input, kind `"tensor"` or `"image"`, with the
+            flexible sizes after it (`"tensor, axis 1: 1..512"`); shape is the default one.
         outputs: `(name, shape)` per output (shape `()` for classifier label outputs).
         minimum_deployment_target: The Core ML target the program was built for.
         fusions: How many subgraphs became one fused op, by kind (e.g. `{"conv": 20}`).
         float32_ops: In a float16 export, the Core ML ops kept in float32 for range safety
             (sums of squares inside RMSNorm and `x / norm(x)`, which overflow float16 once an
             element passes ~256), by type.
+        states: `(name, shape)` per Core ML state (float16; see `to_coreml`'s `states`).
 
     Example:
         >>> from mlxkit.export import ConversionReport
@@ -142,6 +146,7 @@ class ConversionReport:
     minimum_deployment_target: str = "iOS15"
     fusions: dict[str, int] = field(default_factory=dict)
     float32_ops: dict[str, int] = field(default_factory=dict)
+    states: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
 
     def __str__(self) -> str:
         total = sum(self.op_counts.values())
@@ -154,6 +159,8 @@ class ConversionReport:
             lines.append(f"  input  {name}: {kind} {tuple(shape)}")
         for name, shape in self.outputs:
             lines.append(f"  output {name}: {tuple(shape)}")
+        for name, shape in self.states:
+            lines.append(f"  state  {name}: float16 {tuple(shape)}")
         lines.append("  ops:")
         for op, count in sorted(self.op_counts.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    {op:<28}{count:>6}")
@@ -412,11 +419,13 @@ def build_program(
     opset: Any,
     *,
     track_layout: bool = True,
+    states: Sequence[state.StateBinding] = (),
 ) -> BuiltProgram:
     """Stage 3: lowers every node with the op table into a MIL program.
 
     The MIL ops lowered from range-sensitive nodes (sums of squares on their way to a square
     root: RMSNorm, `x / norm(x)`) are listed so that a float16 export keeps them in float32.
+    `states` turn inputs into Core ML states and their paired outputs into state updates.
 
     Example:
         >>> import coremltools as ct, mlx.core as mx, mlx.nn as nn
@@ -429,29 +438,52 @@ def build_program(
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import Function, Program, types
 
+    state_inputs = {binding.input_index: binding for binding in states}
+    state_outputs = {binding.output_index for binding in states}
     placeholders = {}
-    for name, tensor, layout in zip(input_names, graph.inputs, input_layouts, strict=True):
+    for index, (name, tensor, layout) in enumerate(
+        zip(input_names, graph.inputs, input_layouts, strict=True)
+    ):
         shape = graph.shapes[tensor]
+        if index in state_inputs:
+            placeholders[name] = state.placeholder(mb, shape)
+            continue
         dtype = types.int32 if graph.dtypes[tensor].startswith(("int", "uint")) else types.fp32
         placeholders[name] = mb.placeholder(shape=[shape[p] for p in layout], dtype=dtype)
     lowerer = Lowerer(graph, mb, track_layout=track_layout)
     sensitive = {id(node) for node in range_sensitive_nodes(graph)}
     float32_ops: list[str] = []
     with Function(placeholders, opset_version=opset) as function:
-        for name, tensor, layout in zip(input_names, graph.inputs, input_layouts, strict=True):
+        for index, (name, tensor, layout) in enumerate(
+            zip(input_names, graph.inputs, input_layouts, strict=True)
+        ):
+            if index in state_inputs:
+                lowerer.set(tensor, state.read(mb, function.inputs[name]), range(len(layout)))
+                continue
             lowerer.set(tensor, function.inputs[name], layout)
+            for axis, size in enumerate(function.inputs[name].shape):
+                if not isinstance(size, (int, np.integer)) and size not in lowerer.symbol_sizes:
+                    sizes = mb.shape(x=function.inputs[name])
+                    lowerer.symbol_sizes[size] = mb.slice_by_index(
+                        x=sizes, begin=[axis], end=[axis + 1]
+                    )
         for node in graph.nodes:
             before = len(function.operations)
             lowerer.lower(node)
             if id(node) in sensitive:
                 new_ops = list(function.operations)[before:]
                 float32_ops += [op.name for op in new_ops if op.op_type != "const"]
+        for binding in states:
+            tensor = graph.outputs[binding.output_index]
+            value = lowerer.var(tensor, tuple(range(len(graph.shapes[tensor]))))
+            state.write(mb, function.inputs[binding.name], value)
         taken: set[int] = set()
         outputs = [
             output_var(lowerer, tensor, layout, name, taken)
-            for tensor, layout, name in zip(
-                graph.outputs, output_layouts, output_names, strict=True
+            for index, (tensor, layout, name) in enumerate(
+                zip(graph.outputs, output_layouts, output_names, strict=True)
             )
+            if index not in state_outputs
         ]
         function.set_outputs(outputs)
     program = Program()
@@ -529,12 +561,25 @@ def report_for(
         compute_precision=compute_precision,
         parameter_count=parameter_count,
         file_size_bytes=_package_size(path),
-        inputs=[(f.name, tuple(f.shape), f.kind) for f in saved.inputs],
+        inputs=[(f.name, tuple(f.shape), _input_kind(f)) for f in saved.inputs],
         outputs=[(f.name, tuple(f.shape)) for f in saved.outputs],
         minimum_deployment_target=minimum_deployment_target,
         fusions=_fusion_counts(graph),
         float32_ops=dict(float32_counts),
+        states=[(f.name, tuple(f.shape)) for f in saved.states],
     )
+
+
+def _input_kind(feature: Any) -> str:
+    """ "tensor", or with its flexible sizes: "tensor, axis 1: 1..512" / "tensor, shapes [...]"."""
+    if feature.ranges is not None:
+        flexible = [
+            f"axis {a}: {lo}..{hi}" for a, (lo, hi) in enumerate(feature.ranges) if lo != hi
+        ]
+        return ", ".join([feature.kind, *flexible])
+    if feature.enumerated is not None:
+        return f"{feature.kind}, shapes {list(feature.enumerated)}"
+    return str(feature.kind)
 
 
 @contextlib.contextmanager
@@ -564,6 +609,8 @@ def to_coreml(
     class_labels: Sequence[str] | Sequence[int] | None = None,
     class_mask: bool = False,
     layout: Layout = "channels_last",
+    states: Mapping[str, str] | None = None,
+    flexible: Mapping[str, Mapping[int, Any]] | None = None,
 ) -> CoreMLExport:
     """Exports an MLX model (or function of arrays) to a Core ML `.mlpackage`.
 
@@ -600,6 +647,20 @@ def to_coreml(
         layout: `"channels_last"` keeps MLX's NHWC for every input and output;
             `"channels_first"` presents rank>=3 inputs and outputs as NCHW (Core ML's native
             layout, which saves the boundary transposes). Image inputs are always images.
+        states: Core ML states (iOS 18+), e.g. a KV cache: maps a (float16) input's name to
+            the name of the output that holds its new value. The input becomes a state read at
+            the start of each prediction, the output its update (no longer a model output).
+            See `mlxkit.models.Llama.step` and the LLM tutorial.
+        flexible: Input axes that take more than one size: `{"input_ids": {1: (1, 512)}}`
+            accepts any size from 1 to 512 on axis 1 (`ct.RangeDim`), `{1: [1, 8, 64]}` those
+            sizes only (`ct.EnumeratedShapes`). The model is traced a second time at another
+            size to find what follows it; a constant built from the size (`mx.arange(T)`) is
+            an error saying how to compute it from the inputs instead.
+
+    Quantized layers (`nn.QuantizedLinear`, `nn.QuantizedEmbedding`) keep their integers: the
+    package holds 4 or 8 bits per weight, decompressed by Core ML to exactly `mx.dequantize`'s
+    weights. They and `states` need iOS 18 / macOS 15, the default target when present; an
+    earlier `minimum_deployment_target` is an error that names the one needed.
 
     Returns:
         A `CoreMLExport` with `.path` and a printable `.report` (`ConversionReport`).
@@ -644,8 +705,21 @@ def to_coreml(
             f"(N, H, W, classes). Received an output of shape {graph.shapes[graph.outputs[0]]}."
         )
     parameter_count = _count_parameters(model, graph)
+    bindings = state.bind_states(states, graph, in_names, out_names)
+    flexible_axes = flexible_shapes.parse(flexible, in_names, inputs)
+    if flexible_axes and image_input is not None:
+        raise ValueError(
+            "`flexible` and `image_input` cannot be combined yet. "
+            f"Received: flexible={flexible!r}, image_input={image_input!r}."
+        )
 
     optimize_graph(graph, model=model, inputs=inputs)
+    if flexible_axes:
+        second = flexible_shapes.second_inputs(inputs, flexible_axes)
+        other = trace_model(model, second, class_mask=class_mask)
+        optimize_graph(other, model=model, inputs=second)
+        flexible_shapes.make_symbolic(graph, other, flexible_axes)
+    target = _target_for(ct, graph, bindings, target, minimum_deployment_target)
 
     def layout_for(tensor: str, image: bool) -> tuple[int, ...]:
         rank = len(graph.shapes[tensor])
@@ -658,7 +732,9 @@ def to_coreml(
     ]
     output_layouts = [layout_for(t, False) for t in graph.outputs]
     opset = target if target is not None else ct.target.iOS15
-    built = build_program(graph, in_names, out_names, input_layouts, output_layouts, opset)
+    built = build_program(
+        graph, in_names, out_names, input_layouts, output_layouts, opset, states=bindings
+    )
 
     convert_options: dict[str, Any] = {
         "compute_units": getattr(ct.ComputeUnit, _UNITS[compute_units]),
@@ -666,8 +742,14 @@ def to_coreml(
     }
     if image_input is not None:
         convert_options["inputs"] = _input_types(ct, graph, image_input, in_names, input_layouts)
+    elif flexible_axes:
+        convert_options["inputs"] = _flexible_input_types(
+            ct, graph, in_names, input_layouts, bindings, flexible_axes
+        )
     if class_labels is not None:
         convert_options["classifier_config"] = ct.ClassifierConfig(list(class_labels))
+    if bindings:
+        convert_options["pass_pipeline"] = state.pass_pipeline(ct)
     convert_and_save(built, text_path, compute_precision=compute_precision, **convert_options)
 
     report = report_for(
@@ -676,10 +758,40 @@ def to_coreml(
         traced_counts,
         compute_precision=compute_precision,
         parameter_count=parameter_count,
-        minimum_deployment_target=str(minimum_deployment_target or "iOS15"),
+        minimum_deployment_target=str(
+            minimum_deployment_target or (target.name if target is not None else "iOS15")
+        ),
         float32_ops=built.float32_ops,
     )
     return CoreMLExport(text_path, report)
+
+
+def _target_for(
+    ct: Any,
+    graph: Graph,
+    bindings: Sequence[state.StateBinding],
+    target: Any,
+    requested: str | None,
+) -> Any:
+    """The deployment target: iOS 18 when quantized weights or states need it and none was
+    asked for; an error when the one asked for is earlier."""
+    needs = [f"state {b.name!r}" for b in bindings]
+    if any(node.op in ("quantized_linear", "quantized_gather") for node in graph.nodes):
+        needs.append("quantized weights (nn.QuantizedLinear / nn.QuantizedEmbedding)")
+    if not needs:
+        return target
+    if target is None:
+        return ct.target.iOS18
+    minimum = ct.target.iOS18 if str(requested).startswith("iOS") else ct.target.macOS15
+    if target.value < minimum.value:
+        raise ValueError(
+            f"The model uses {', '.join(needs)}, which Core ML supports from "
+            f"{minimum.name} (macOS15 / iOS18) on. "
+            f"Received: minimum_deployment_target={requested!r}. Pass "
+            f"minimum_deployment_target={minimum.name!r} or later"
+            + (", or dequantize the model first." if len(needs) > len(bindings) else ".")
+        )
+    return target
 
 
 def _check_options(
@@ -746,6 +858,33 @@ def _deployment_target(ct: Any, name: str | None) -> Any:
             f"{list(ct.target.__members__)}. Received: minimum_deployment_target={name!r}."
         )
     return target
+
+
+def _flexible_input_types(
+    ct: Any,
+    graph: Graph,
+    names: Sequence[str],
+    layouts: Sequence[tuple[int, ...]],
+    bindings: Sequence[state.StateBinding],
+    axes: Sequence[flexible_shapes.FlexibleAxis],
+) -> list[Any]:
+    """coremltools input types when some axes are flexible (states are not inputs)."""
+    stateful = {b.input_index for b in bindings}
+    specs = []
+    for index, (name, tensor, layout) in enumerate(zip(names, graph.inputs, layouts, strict=True)):
+        if index in stateful:
+            continue
+        shape = [graph.shapes[tensor][p] for p in layout]
+        dtype = np.int32 if graph.dtypes[tensor].startswith(("int", "uint")) else np.float32
+        mine = [
+            flexible_shapes.FlexibleAxis(
+                f.input_index, layout.index(f.axis), f.low, f.high, f.sizes, f.symbol
+            )
+            for f in axes
+            if f.input_index == index
+        ]
+        specs.append(flexible_shapes.input_type(ct, name, shape, dtype, mine))
+    return specs
 
 
 def _input_types(

@@ -18,6 +18,7 @@ from mlxkit.models.depth import depth_resnet20
 from mlxkit.models.flux import flux_mnist_cnn
 from mlxkit.models.gcn import gcn, normalized_adjacency
 from mlxkit.models.layers import BilinearUpsample
+from mlxkit.models.llama import Llama, llama
 from mlxkit.models.mlp import gluon_mlp
 from mlxkit.models.mobilenet import mobilenet_v3_large
 from mlxkit.models.pretrained import (
@@ -39,6 +40,7 @@ __all__ = [
     "IMAGENET_STD",
     "BilinearUpsample",
     "FrozenBatchNorm",
+    "Llama",
     "LoadReport",
     "dcgan_discriminator",
     "dcgan_generator",
@@ -49,6 +51,7 @@ __all__ = [
     "freeze_backbone",
     "gcn",
     "gluon_mlp",
+    "llama",
     "load_pretrained",
     "lraspp_mobilenet_v3_large",
     "mobilenet_v3_large",

@@ -199,11 +199,16 @@ def test_export_replaces_an_existing_package(tmp_path: Any) -> None:
     assert leftovers(tmp_path) == ["twice.mlpackage"]
 
 
-def test_quantized_layers_get_their_own_hint(tmp_path: Any) -> None:
+def test_quantized_layers_below_ios18_name_the_target(tmp_path: Any) -> None:
+    # Quantized layers export since issue 18 (tests/export/test_llm.py), from iOS 18 on.
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
     nn.quantize(model, group_size=64, bits=4)
-    with pytest.raises(UnsupportedOperationError, match="quantized layer") as info:
-        to_coreml(model, mx.zeros((1, 64)), str(tmp_path / "q.mlpackage"))
-    assert "in `layers.0`" in str(info.value)
-    # Only MLX's own layers are involved: no line of the exporter is passed off as the user's.
-    assert ".py:" not in str(info.value)
+    with pytest.raises(ValueError, match="minimum_deployment_target='iOS18'"):
+        to_coreml(
+            model,
+            mx.zeros((1, 64)),
+            str(tmp_path / "q.mlpackage"),
+            minimum_deployment_target="iOS16",
+        )
+    result = to_coreml(model, mx.zeros((1, 64)), str(tmp_path / "q.mlpackage"))
+    assert result.report.minimum_deployment_target == "iOS18"

@@ -15,6 +15,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from _torch_worker import DepthResNet20  # the trainer benchmark's twin (this folder is on sys.path)
 
 
 def nchw(shape: list[int]) -> tuple[int, ...]:
@@ -93,61 +94,6 @@ def resnet18(classes: int) -> nn.Module:
         cin = c
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes)]
     return nn.Sequential(*layers)
-
-
-class ShortcutA(nn.Module):
-    def __init__(self, dims: int):
-        super().__init__()
-        self.pad = dims // 4
-
-    def forward(self, x):
-        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-
-
-class DepthBlock(nn.Module):
-    def __init__(self, cin: int, c: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, c, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
-        self.shortcut = ShortcutA(c) if stride != 1 else None
-
-    def forward(self, x):
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(out + (x if self.shortcut is None else self.shortcut(x)))
-
-
-class DepthResNet20(nn.Module):
-    """`mlxkit.models.DepthResNet20` in NCHW."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        stages, cin = [], 16
-        for c, s in ((16, 1), (32, 2), (64, 2), (128, 2)):
-            stages.append(
-                nn.Sequential(DepthBlock(cin, c, s), DepthBlock(c, c, 1), DepthBlock(c, c, 1))
-            )
-            cin = c
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
-        self.conv_cat1 = nn.Conv2d(192, 64, 1)
-        self.conv_cat2 = nn.Conv2d(96, 64, 1)
-        self.conv_cat3 = nn.Conv2d(96, 64, 1)
-        self.output = nn.Conv2d(64, 1, 1)
-
-    def forward(self, x):
-        stem = F.relu(self.bn1(self.conv1(x)))
-        c0 = self.layer1(stem)
-        c1 = self.layer2(c0)
-        c2 = self.layer3(c1)
-        x = self.layer4(c2)
-        x = self.conv_cat1(torch.cat([self.up(x), c2], 1))
-        x = self.conv_cat2(torch.cat([self.up(x), c1], 1))
-        x = self.conv_cat3(torch.cat([self.up(x), c0, stem], 1))
-        return self.output(self.up(x))
 
 
 class Generator(nn.Module):

@@ -96,7 +96,7 @@ def main() -> None:
             ModelCheckpoint(args.out / "best", monitor="val_accuracy", save_best_only=True),
         ]
         extra["validation_split"] = 0.1
-    # The tutorial's data loader keeps the last partial batch: drop_last=False does the same.
+    # The tutorial's data loader keeps the last partial batch, as fit does by default.
     trainer.fit(
         x_train,
         y_train,

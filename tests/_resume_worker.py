@@ -8,8 +8,9 @@ Usage: python tests/_resume_worker.py MODE OUT_DIR
 - `write-kill`: ModelCheckpoint(every_n_steps=2) into OUT_DIR/ckpt; `mx.save_safetensors` is patched
   so the process SIGKILLs itself after the first file of the second checkpoint.
 
-Every mode that finishes writes OUT_DIR/weights.npz and OUT_DIR/history.json. The test module
-imports `make_trainer`, `make_data` and `fit` from here for its in-process reference run.
+Every mode that finishes writes OUT_DIR/weights.npz and OUT_DIR/history.json. The test modules
+(tests/test_checkpoint.py, tests/test_faults.py) import `make_trainer`, `make_data`, `fit`,
+`reference_run` and the checkpoint's expected `FILES` from here.
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ STEPS_PER_EPOCH = 6  # 48 training samples / 8
 BACKUP_STEPS = 5  # backups after steps 5, 10, 15 and at every epoch end (6, 12)
 KILL_STEP = 16  # epoch 3 (0-based 2), batch 4 of 6: the last backup is mid-epoch, at step 15
 SEED = 7
+FILES = [
+    "callbacks.safetensors",
+    "model.safetensors",
+    "optimizer.safetensors",
+    "state.safetensors",
+    "trainer.json",
+]  # what a checkpoint folder holds
+TIMING = {"samples_per_second", "peak_memory_mb", "active_memory_mb"}  # differ run to run
 
 
 def make_data() -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
@@ -73,6 +82,17 @@ def fit(trainer: Trainer, callbacks: list, seed: int | None = SEED, epochs: int 
 
 def weights(trainer: Trainer) -> dict[str, np.ndarray]:
     return {key: np.array(value) for key, value in tree_flatten(trainer.model.parameters())}
+
+
+def without_timing(history: dict) -> dict:
+    return {key: values for key, values in history.items() if key not in TIMING}
+
+
+def reference_run() -> tuple[dict[str, np.ndarray], dict, list[int]]:
+    """The problem trained EPOCHS epochs straight: weights, history without timing, epochs."""
+    trainer = make_trainer()
+    history = fit(trainer, [])
+    return weights(trainer), without_timing(history.history), history.epoch
 
 
 def _kill_at(step: int) -> LambdaCallback:

@@ -31,16 +31,9 @@ import pytest
 from mlx.utils import tree_flatten
 
 from tests import _resume_worker as worker
+from tests._resume_worker import FILES, without_timing
 
 WORKER = os.path.join(os.path.dirname(__file__), "_resume_worker.py")
-TIMING = {"samples_per_second", "peak_memory_mb", "active_memory_mb"}
-FILES = [
-    "callbacks.safetensors",
-    "model.safetensors",
-    "optimizer.safetensors",
-    "state.safetensors",
-    "trainer.json",
-]
 
 
 def run_worker(mode, out):
@@ -61,16 +54,10 @@ def assert_same_arrays(a, b):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def without_timing(history):
-    return {key: values for key, values in history.items() if key not in TIMING}
-
-
 @pytest.fixture(scope="module")
 def reference():
     """The worker's problem trained 4 epochs straight, in this process."""
-    trainer = worker.make_trainer()
-    history = worker.fit(trainer, [])
-    return worker.weights(trainer), without_timing(history.history), history.epoch
+    return worker.reference_run()
 
 
 # ---------------------------------------------------------------------------- contents

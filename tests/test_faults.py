@@ -22,16 +22,9 @@ import pytest
 
 from tests import _fault_worker as fault
 from tests import _resume_worker as worker
+from tests._resume_worker import FILES, without_timing
 
 WORKER = os.path.join(os.path.dirname(__file__), "_fault_worker.py")
-FILES = [
-    "callbacks.safetensors",
-    "model.safetensors",
-    "optimizer.safetensors",
-    "state.safetensors",
-    "trainer.json",
-]
-TIMING = {"samples_per_second", "peak_memory_mb", "active_memory_mb"}
 
 
 def launch(mode, out, *args):
@@ -49,16 +42,10 @@ def run(mode, out):
     return process.returncode, stdout, stderr
 
 
-def without_timing(history):
-    return {key: values for key, values in history.items() if key not in TIMING}
-
-
 @pytest.fixture(scope="module")
 def reference():
     """The worker's problem trained 4 epochs straight, in this process."""
-    trainer = worker.make_trainer()
-    history = worker.fit(trainer, [])
-    return worker.weights(trainer), without_timing(history.history)
+    return worker.reference_run()
 
 
 def assert_whole_backup(folder, global_steps):

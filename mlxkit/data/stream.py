@@ -92,6 +92,8 @@ class Stream:
         seed: Seeds the epoch order and the augmentation (a non-negative int).
         drop_last: Drop the last partial batch, so every batch has the same shape (compiled steps
             then never retrace). With `False`, the last batch of an epoch may be smaller.
+            `Trainer.fit` follows this setting, whatever its own `drop_last` (which applies to
+            arrays, and keeps the last batch by default, as Keras does).
         transforms: Applied to each sample in order: `Transform` objects (see `mlxkit.data`) or
             functions `sample -> sample`.
         prefetch: How many batches' worth of samples worker threads load and transform ahead of

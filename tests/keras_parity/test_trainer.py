@@ -328,6 +328,32 @@ def test_the_last_partial_batch_trains(samples, batch_size, options, steps):
     assert history.params == {"verbose": 0, "epochs": 1, "steps": steps}
 
 
+# Deliberate difference (Coming from Keras): a Stream keeps its own drop_last, True by default,
+# and fit follows it; fit's drop_last=False applies to arrays.
+def test_a_stream_drops_its_last_partial_batch_unless_told_otherwise():
+    data = {"x": np.arange(10, dtype=np.float32)[:, None]}
+    data["y"] = 2 * data["x"]
+    trainer = Trainer(nn.Linear(1, 1), "sgd", "mse", inputs="x", targets="y")
+    for stream, steps in [
+        (Stream(data, batch_size=4, shuffle=False), 2),
+        (Stream(data, batch_size=4, shuffle=False, drop_last=False), 3),
+    ]:
+        counter = BatchIndices()
+        trainer.fit(stream, callbacks=[counter], verbose=0, drop_last=False)
+        assert counter.begins == list(range(steps))
+
+
+# Deliberate difference (Coming from Keras): Keras lets `validation_data` override
+# `validation_split` silently (keras/src/trainers/trainer.py, `fit`'s docstring); mlxkit refuses.
+def test_validation_data_together_with_validation_split_is_refused():
+    x = np.arange(10, dtype=np.float32)[:, None]
+    trainer = Trainer(nn.Linear(1, 1), "sgd", "mse")
+    with pytest.raises(ValueError, match="not both") as caught:
+        trainer.fit(x, x, validation_data=(x, x), validation_split=0.2, verbose=0)
+    assert "validation_split=0.2" in str(caught.value)
+    assert trainer.global_step == 0
+
+
 # ------------------------------------------------------------------ return values and History
 # Ports keras/src/trainers/trainer_test.py::TestTrainer::
 #   test_evaluate_return_list_respect_metrics_order

@@ -100,6 +100,14 @@ def _check_same_shape(function: str, outputs: mx.array, targets: mx.array) -> No
         )
 
 
+def _check_label_smoothing(function: str, label_smoothing: float) -> None:
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(
+            f"{function}: label_smoothing must lie in [0, 1). "
+            f"Received: label_smoothing={label_smoothing!r}."
+        )
+
+
 def _normalize_axes(
     function: str, argument: str, axis: int | tuple[int, ...], ndim: int
 ) -> tuple[int, ...]:
@@ -162,11 +170,7 @@ def cross_entropy(
         1.0986
     """
     _check_reduction(reduction)
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(
-            f"cross_entropy: label_smoothing must lie in [0, 1). "
-            f"Received: label_smoothing={label_smoothing!r}."
-        )
+    _check_label_smoothing("cross_entropy", label_smoothing)
     (axis,) = _normalize_axes("cross_entropy", "axis", axis, outputs.ndim)
     index_shape = tuple(outputs.shape[:axis]) + tuple(outputs.shape[axis + 1 :])
     if targets.ndim == outputs.ndim:
@@ -283,11 +287,7 @@ def categorical_crossentropy(
         0.1643
     """
     _check_reduction(reduction)
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(
-            f"categorical_crossentropy: label_smoothing must lie in [0, 1). "
-            f"Received: label_smoothing={label_smoothing!r}."
-        )
+    _check_label_smoothing("categorical_crossentropy", label_smoothing)
     _check_same_shape("categorical_crossentropy", outputs, targets)
     (axis,) = _normalize_axes("categorical_crossentropy", "axis", axis, outputs.ndim)
     targets = targets.astype(mx.float32)
@@ -385,11 +385,7 @@ def binary_crossentropy(
         0.367
     """
     _check_reduction(reduction)
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(
-            f"binary_crossentropy: label_smoothing must lie in [0, 1). "
-            f"Received: label_smoothing={label_smoothing!r}."
-        )
+    _check_label_smoothing("binary_crossentropy", label_smoothing)
     _check_same_shape("binary_crossentropy", outputs, targets)
     targets = targets.astype(mx.float32)
     if label_smoothing:

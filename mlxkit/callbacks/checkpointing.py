@@ -243,8 +243,7 @@ _FOREIGN_SUFFIXES = (".keras", ".h5", ".hdf5", ".pt", ".pth", ".ckpt", ".npz", "
 
 def _checked_filepath(filepath: str, weights_only: bool, every_n_steps: int | None) -> str:
     """Validates a ModelCheckpoint path template before training, and returns it."""
-    fields = {name for _, name, _, _ in string.Formatter().parse(filepath) if name}
-    if "batch" in fields and every_n_steps is None:
+    if "batch" in _fields(filepath) and every_n_steps is None:
         raise ValueError(
             "ModelCheckpoint: filepath uses {batch}, which exists only when saving every few "
             f"batches. Received: filepath={filepath!r} with save_freq='epoch'. Pass "

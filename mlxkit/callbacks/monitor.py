@@ -125,7 +125,7 @@ def load_best(value: Any) -> float | None:
 
 def say(callback: Callback, verbose: int, message: str) -> None:
     """Prints a callback's message when `verbose > 0`, on rank 0 only, as Keras's callbacks do."""
-    if verbose > 0 and getattr(callback.trainer, "rank", 0) == 0:
+    if verbose > 0 and callback.trainer.is_main_process:
         print(message, flush=True)
 
 

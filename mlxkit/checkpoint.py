@@ -454,7 +454,12 @@ def load_checkpoint(
     for key, value in arrays["state"].items():
         if key in expected["state"] and value.dtype != expected["state"][key].dtype:
             arrays["state"][key] = value.astype(expected["state"][key].dtype)
-    problems += _callback_state_problems(trainer.callbacks.callbacks, meta, arrays["callbacks"])
+    callbacks = trainer.callbacks.callbacks
+    saved = meta.get("callbacks", {})
+    # A callback's state is in trainer.json, callbacks.safetensors ("key/array") or both.
+    saved_keys = set(saved) | {key.split("/", 1)[0] for key in arrays["callbacks"]}
+    matches = _match_callbacks(callbacks, saved_keys)
+    problems += _callback_state_problems(callbacks, matches, saved, arrays["callbacks"])
     if steps_per_epoch is not None and meta["batch_in_epoch"] > steps_per_epoch:
         # Equal is valid: saved after the epoch's last batch, before the epoch's end.
         problems.append(
@@ -485,21 +490,8 @@ def load_checkpoint(
     high, low = running["random"]["key"].tolist()
     mx.random.seed((high << 32) | low)
     _restore_loop(trainer.loop, meta)
-    saved = meta.get("callbacks", {})
-    # A callback's state is in trainer.json, callbacks.safetensors ("key/array") or both.
-    saved_keys = set(saved) | {key.split("/", 1)[0] for key in arrays["callbacks"]}
-    callbacks = trainer.callbacks.callbacks
-    matches = _match_callbacks(callbacks, saved_keys)
     for index, key in matches.items():
-        callback = callbacks[index]
-        if key in saved:
-            callback.load_state_dict(saved[key])
-        prefix = f"{key}/"
-        arrays_of = {
-            k[len(prefix) :]: v for k, v in arrays["callbacks"].items() if k.startswith(prefix)
-        }
-        if arrays_of:
-            callback.load_state_arrays(arrays_of)
+        _restore_callback(callbacks[index], key, saved, arrays["callbacks"])
     unused = sorted(saved_keys - set(matches.values()))
     if unused:
         print(
@@ -511,23 +503,30 @@ def load_checkpoint(
     mx.eval(trainer.compiled_state())
 
 
+def _restore_callback(
+    callback: Any, key: str, saved: dict[str, Any], arrays: dict[str, mx.array]
+) -> None:
+    """Loads the state saved under `key` (trainer.json and "key/array" arrays) into `callback`."""
+    if key in saved:
+        callback.load_state_dict(saved[key])
+    prefix = f"{key}/"
+    of_key = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+    if of_key:
+        callback.load_state_arrays(of_key)
+
+
 def _callback_state_problems(
-    callbacks: list[Any], meta: dict[str, Any], arrays: dict[str, mx.array]
+    callbacks: list[Any],
+    matches: dict[int, str],
+    saved: dict[str, Any],
+    arrays: dict[str, mx.array],
 ) -> list[str]:
-    """Loads each saved callback state into a copy of its callback, so that a malformed one is
+    """Loads each matched callback state into a copy of its callback, so that a malformed one is
     reported before anything is applied; returns the problems found."""
-    saved = meta.get("callbacks", {})
-    keys = set(saved) | {key.split("/", 1)[0] for key in arrays}
     problems = []
-    for index, key in _match_callbacks(callbacks, keys).items():
-        trial = copy.copy(callbacks[index])
-        prefix = f"{key}/"
+    for index, key in matches.items():
         try:
-            if key in saved:
-                trial.load_state_dict(saved[key])
-            of_key = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-            if of_key:
-                trial.load_state_arrays(of_key)
+            _restore_callback(copy.copy(callbacks[index]), key, saved, arrays)
         except Exception as error:  # a callback's own parsing: any error means malformed
             problems.append(
                 f"trainer.json: the state of callback {key!r} cannot be loaded "

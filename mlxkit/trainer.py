@@ -557,13 +557,6 @@ class Trainer:
             )
         return source
 
-    def _epoch_batches(
-        self, source: BatchSource, epoch: int, start_batch: int = 0
-    ) -> Iterator[Any]:
-        """The batches of one epoch of `source`, from batch `start_batch` on."""
-        source.set_epoch(epoch, start_batch=start_batch)
-        return iter(source)
-
     # ------------------------------------------------------------------ fit
     def fit(
         self,
@@ -1069,7 +1062,7 @@ class Trainer:
         wants_begin = callbacks.wants("on_test_batch_begin")
         wants_end = callbacks.wants("on_test_batch_end")
         self.stop_evaluating = False
-        for index, raw in enumerate(self._epoch_batches(batches, 0)):
+        for index, raw in enumerate(_epoch_batches(batches, 0)):
             if wants_begin:
                 callbacks.call("on_test_batch_begin", index, None)
             self._call_step("test", self._unpack(raw))
@@ -1106,7 +1099,7 @@ class Trainer:
         outputs = []
         self.stop_predicting = False
         # Epoch 0 each call: the same order on every call, as evaluate.
-        for index, raw in enumerate(self._epoch_batches(batches, 0)):
+        for index, raw in enumerate(_epoch_batches(batches, 0)):
             callback_list.call("on_predict_batch_begin", index, None)
             batch = self._unpack(raw)
             outputs.append(self._call_step("predict", batch))
@@ -1244,6 +1237,12 @@ def _batch_size(outputs: Any) -> int:
     while isinstance(leaf, (list, tuple, dict)):
         leaf = next(iter(leaf.values())) if isinstance(leaf, dict) else leaf[0]
     return leaf.shape[0] if getattr(leaf, "ndim", 0) else 1
+
+
+def _epoch_batches(source: BatchSource, epoch: int, start_batch: int = 0) -> Iterator[Any]:
+    """The batches of one epoch of `source`, from batch `start_batch` on."""
+    source.set_epoch(epoch, start_batch=start_batch)
+    return iter(source)
 
 
 def _one_shot(source: BatchSource) -> bool:
@@ -1423,8 +1422,7 @@ class _Passes:
                 self.pass_ended = True
                 break
             if self.iterator is None:
-                self.source.set_epoch(loop.pass_epoch, start_batch=loop.batch_in_pass)
-                self.iterator = iter(self.source)
+                self.iterator = _epoch_batches(self.source, loop.pass_epoch, loop.batch_in_pass)
             try:
                 batch = next(self.iterator)
             except StopIteration:

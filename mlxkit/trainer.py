@@ -1245,16 +1245,16 @@ def _epoch_batches(source: BatchSource, epoch: int, start_batch: int = 0) -> Ite
     return iter(source)
 
 
-def _one_shot(source: BatchSource) -> bool:
-    """Whether `source` wraps an iterator (a generator, say), which one pass exhausts."""
+def _one_shot(source: BatchSource) -> Iterator[Any] | None:
+    """The iterator (a generator, say) that `source` wraps, which one pass exhausts, or `None`."""
     batches = source.batches if isinstance(source, IterableBatches) else None
-    return isinstance(batches, Iterator)
+    return batches if isinstance(batches, Iterator) else None
 
 
 def _check_passes(source: BatchSource, epochs: int, steps_per_epoch: int | None) -> None:
     """Refuses a one-shot iterator that `epochs` full passes would read more than once."""
-    if epochs > 1 and steps_per_epoch is None and _one_shot(source):
-        batches = source.batches if isinstance(source, IterableBatches) else source
+    batches = _one_shot(source)
+    if epochs > 1 and steps_per_epoch is None and batches is not None:
         raise ValueError(
             f"`x` is a one-shot iterator ({type(batches).__name__}): the first epoch reads it "
             f"to the end, and the {epochs - 1} after it would get no batch. Pass a re-iterable "
@@ -1265,7 +1265,7 @@ def _check_passes(source: BatchSource, epochs: int, steps_per_epoch: int | None)
 
 
 def _no_batch_message(source: BatchSource, epoch: int) -> str:
-    if _one_shot(source):
+    if _one_shot(source) is not None:
         return (
             f"The training data yielded no batch in epoch {epoch + 1}: `x` is an iterator "
             "(a generator, say) that an earlier epoch exhausted. Pass a re-iterable (a list of "

@@ -1291,7 +1291,8 @@ def _length(batches: Any) -> int | None:
 
 
 def _due(epoch: int, validation_freq: int | list[int]) -> bool:
-    if isinstance(validation_freq, int):
+    # The ints `_check_validation_freq` accepts: NumPy's too.
+    if isinstance(validation_freq, (int, np.integer)):
         return (epoch + 1) % validation_freq == 0
     return epoch + 1 in validation_freq
 

@@ -105,7 +105,7 @@ def check_class_indices(targets: Any, classes: int, argument: str) -> None:
     """Refuses integer class indices outside `[0, classes)` (one device sync)."""
     if not isinstance(targets, mx.array) or not mx.issubdtype(targets.dtype, mx.integer):
         return
-    low, high = (int(np.array(value)) for value in (mx.min(targets), mx.max(targets)))
+    low, high = (int(value) for value in np.array(mx.stack([mx.min(targets), mx.max(targets)])))
     if low >= 0 and high < classes:
         return
     values = np.asarray(targets)

@@ -557,13 +557,6 @@ class Trainer:
             )
         return source
 
-    def _epoch_batches(
-        self, source: BatchSource, epoch: int, start_batch: int = 0
-    ) -> Iterator[Any]:
-        """The batches of one epoch of `source`, from batch `start_batch` on."""
-        source.set_epoch(epoch, start_batch=start_batch)
-        return iter(source)
-
     # ------------------------------------------------------------------ fit
     def fit(
         self,
@@ -1069,7 +1062,7 @@ class Trainer:
         wants_begin = callbacks.wants("on_test_batch_begin")
         wants_end = callbacks.wants("on_test_batch_end")
         self.stop_evaluating = False
-        for index, raw in enumerate(self._epoch_batches(batches, 0)):
+        for index, raw in enumerate(_epoch_batches(batches, 0)):
             if wants_begin:
                 callbacks.call("on_test_batch_begin", index, None)
             self._call_step("test", self._unpack(raw))
@@ -1106,7 +1099,7 @@ class Trainer:
         outputs = []
         self.stop_predicting = False
         # Epoch 0 each call: the same order on every call, as evaluate.
-        for index, raw in enumerate(self._epoch_batches(batches, 0)):
+        for index, raw in enumerate(_epoch_batches(batches, 0)):
             callback_list.call("on_predict_batch_begin", index, None)
             batch = self._unpack(raw)
             outputs.append(self._call_step("predict", batch))
@@ -1246,16 +1239,22 @@ def _batch_size(outputs: Any) -> int:
     return leaf.shape[0] if getattr(leaf, "ndim", 0) else 1
 
 
-def _one_shot(source: BatchSource) -> bool:
-    """Whether `source` wraps an iterator (a generator, say), which one pass exhausts."""
+def _epoch_batches(source: BatchSource, epoch: int, start_batch: int = 0) -> Iterator[Any]:
+    """The batches of one epoch of `source`, from batch `start_batch` on."""
+    source.set_epoch(epoch, start_batch=start_batch)
+    return iter(source)
+
+
+def _one_shot(source: BatchSource) -> Iterator[Any] | None:
+    """The iterator (a generator, say) that `source` wraps, which one pass exhausts, or `None`."""
     batches = source.batches if isinstance(source, IterableBatches) else None
-    return isinstance(batches, Iterator)
+    return batches if isinstance(batches, Iterator) else None
 
 
 def _check_passes(source: BatchSource, epochs: int, steps_per_epoch: int | None) -> None:
     """Refuses a one-shot iterator that `epochs` full passes would read more than once."""
-    if epochs > 1 and steps_per_epoch is None and _one_shot(source):
-        batches = source.batches if isinstance(source, IterableBatches) else source
+    batches = _one_shot(source)
+    if epochs > 1 and steps_per_epoch is None and batches is not None:
         raise ValueError(
             f"`x` is a one-shot iterator ({type(batches).__name__}): the first epoch reads it "
             f"to the end, and the {epochs - 1} after it would get no batch. Pass a re-iterable "
@@ -1266,7 +1265,7 @@ def _check_passes(source: BatchSource, epochs: int, steps_per_epoch: int | None)
 
 
 def _no_batch_message(source: BatchSource, epoch: int) -> str:
-    if _one_shot(source):
+    if _one_shot(source) is not None:
         return (
             f"The training data yielded no batch in epoch {epoch + 1}: `x` is an iterator "
             "(a generator, say) that an earlier epoch exhausted. Pass a re-iterable (a list of "
@@ -1292,7 +1291,8 @@ def _length(batches: Any) -> int | None:
 
 
 def _due(epoch: int, validation_freq: int | list[int]) -> bool:
-    if isinstance(validation_freq, int):
+    # The ints `_check_validation_freq` accepts: NumPy's too.
+    if isinstance(validation_freq, (int, np.integer)):
         return (epoch + 1) % validation_freq == 0
     return epoch + 1 in validation_freq
 
@@ -1423,8 +1423,7 @@ class _Passes:
                 self.pass_ended = True
                 break
             if self.iterator is None:
-                self.source.set_epoch(loop.pass_epoch, start_batch=loop.batch_in_pass)
-                self.iterator = iter(self.source)
+                self.iterator = _epoch_batches(self.source, loop.pass_epoch, loop.batch_in_pass)
             try:
                 batch = next(self.iterator)
             except StopIteration:

@@ -503,6 +503,15 @@ def test_validation_freq_leaves_out_val_keys_and_monitors_skip_those_epochs():
     assert len(history.history["val_loss"]) == 2
 
 
+def test_a_numpy_int_validation_freq_validates_every_that_many_epochs():
+    # The argument check accepts NumPy ints, so the cadence must read them as ints too.
+    x = np.linspace(-1, 1, 8, dtype=np.float32)[:, None]
+    history = Trainer(nn.Linear(1, 1), "sgd", "mse").fit(
+        x, 2 * x, epochs=4, validation_data=(x, 2 * x), validation_freq=np.int64(2), verbose=0
+    )
+    assert len(history.history["loss"]) == 4 and len(history.history["val_loss"]) == 2
+
+
 @pytest.mark.parametrize("validation_freq", [0, -1, 1.5, "2", [0, 2], True])
 def test_an_invalid_validation_freq_is_refused_naming_the_argument(validation_freq):
     x = np.ones((4, 1), np.float32)

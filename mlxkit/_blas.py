@@ -67,6 +67,7 @@ _SYSTEM_OPENBLAS = (
 
 _SLOW = "MLX is using its bundled reference BLAS, which makes matmuls 10-20x slower on Linux."
 _IMPORTED_TOO_LATE = "mlx.core was imported before mlxkit: too late to swap the BLAS"
+_NO_COMPILER = "no C compiler found"
 HINT = (
     f"{_SLOW} Fix: install a C compiler (mlxkit then builds a shim over NumPy's OpenBLAS), or "
     "`apt install libopenblas0-pthread`, or set MLXKIT_BLAS=/path/to/libopenblas.so. "
@@ -130,7 +131,7 @@ def build_shim(numpy_blas: str) -> str:
         return target
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        raise OSError("no C compiler found (looked for $CC, cc, gcc)")
+        raise OSError(f"{_NO_COMPILER} (looked for $CC, cc, gcc)")
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(target)) as tmp:
         source = os.path.join(tmp, "shim.c")
@@ -241,7 +242,7 @@ def advice() -> str:
             "first imported. Fix: import mlxkit before mlx (put `import mlxkit` above "
             "`import mlx.core as mx`, in the script and in modules it imports first)."
         )
-    if any("no C compiler found" in attempt for attempt in status.attempts):
+    if any(_NO_COMPILER in attempt for attempt in status.attempts):
         return HINT
     tried = "; ".join(status.attempts) or "nothing"
     return (

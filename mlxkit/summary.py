@@ -59,8 +59,7 @@ def summary(
     named.sort(key=lambda item: [int(p) if p.isdigit() else p for p in item[0].split(".")])
     shapes: dict[int, str] = {}
     if input_shape is not None:
-        shapes, called = _trace(model, tuple(input_shape), dtype)
-        rank = {module_id: index for index, module_id in enumerate(called)}
+        shapes, rank = _trace(model, tuple(input_shape), dtype)
         # sorted() is stable: modules never called keep their attribute order, after the rest
         named.sort(key=lambda item: rank.get(id(item[1]), len(rank)))
 
@@ -97,22 +96,21 @@ def summary(
 
 def _trace(
     model: nn.Module, input_shape: tuple[int, ...], dtype: mx.Dtype
-) -> tuple[dict[int, str], list[int]]:
+) -> tuple[dict[int, str], dict[int, int]]:
     """Runs the model once with every module class's `__call__` wrapped.
 
-    Returns each called module's output shape and the ids of the modules in the order they were
-    first entered.
+    Returns each called module's output shape and its rank in the order the modules were first
+    entered, both keyed by module id.
     """
     shapes: dict[int, str] = {}
-    called: list[int] = []
+    rank: dict[int, int] = {}
     classes = {type(module) for _, module in model.named_modules()}
     originals = {cls: cls.__call__ for cls in classes}
     own = {cls for cls in classes if "__call__" in vars(cls)}
 
     def wrap(original):
         def call(self, *args, **kwargs):
-            if id(self) not in called:
-                called.append(id(self))
+            rank.setdefault(id(self), len(rank))
             output = original(self, *args, **kwargs)
             shapes[id(self)] = _shape(output)
             return output
@@ -132,4 +130,4 @@ def _trace(
             else:
                 del cls.__call__
         model.train(was_training)
-    return shapes, called
+    return shapes, rank

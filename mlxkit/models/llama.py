@@ -355,8 +355,9 @@ def generate(model: Llama, prompt: mx.array, max_tokens: int) -> list[int]:
     cache = model.make_cache()
     logits = model(tokens, cache)
     out: list[int] = []
-    for _ in range(max_tokens):
+    while True:
         token = mx.argmax(logits[:, -1, :], axis=-1)
         out.append(int(np.array(token)[0]))
+        if len(out) == max_tokens:  # no forward pass for logits nobody reads
+            return out
         logits = model(token[:, None], cache)
-    return out

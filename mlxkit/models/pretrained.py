@@ -168,7 +168,8 @@ def load_pretrained(
     state = _read_state_dict(path)
 
     expected = dict(tree_flatten(model.parameters()))
-    ignored, unexpected, mismatched = [], [], []
+    ignored, unexpected = [], []
+    mismatched: list[tuple[str, str]] = []  # (parameter name, "name: file shape -> model shape")
     weights: dict[str, mx.array] = {}
     for key, value in state.items():
         if any(pattern.search(key) for pattern in _IGNORED):
@@ -183,14 +184,14 @@ def load_pretrained(
         if value.ndim == target.ndim >= 3:
             value = mx.moveaxis(value, 1, -1)
         if value.shape != target.shape:
-            mismatched.append(f"{name}: {tuple(value.shape)} -> {tuple(target.shape)}")
+            mismatched.append((name, f"{name}: {tuple(value.shape)} -> {tuple(target.shape)}"))
             continue
         weights[name] = value.astype(target.dtype)
     report = LoadReport(
         loaded=tuple(sorted(weights)),
-        missing=tuple(sorted(set(expected) - set(weights) - {m.split(":")[0] for m in mismatched})),
+        missing=tuple(sorted(expected.keys() - weights.keys() - {name for name, _ in mismatched})),
         unexpected=tuple(sorted(unexpected)),
-        mismatched=tuple(sorted(mismatched)),
+        mismatched=tuple(sorted(text for _, text in mismatched)),
         ignored=tuple(sorted(ignored)),
     )
     if strict and report.skipped:

@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -38,6 +36,7 @@ from mlxkit import models
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+from _timing import interleaved, timed
 
 HERE = Path(__file__).resolve().parent
 
@@ -116,26 +115,6 @@ def find_torch() -> str | None:
             if probe.returncode == 0:
                 return str(python)
     return None
-
-
-def timed(fn: Callable[[], object]) -> Callable[[], float]:
-    def run() -> float:
-        start = time.perf_counter()
-        mx.eval(fn())
-        return time.perf_counter() - start
-
-    return run
-
-
-def interleaved(contenders: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
-    """Median seconds of each contender, one call of each in turn, after one warm-up call each."""
-    for run in contenders.values():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, run in contenders.items():
-            times[name].append(run())
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def layer_contenders(spec: tuple, backward: bool) -> dict[str, Callable[[], float]]:
@@ -285,8 +264,7 @@ def main() -> None:
                 contenders["torch"] = partial(peer.call, f"layer{index}-{backward}")
             seconds = interleaved(contenders, args.repeats)
             row += [f"{seconds[n] * 1e3:.1f}" for n in names]
-        f_b = [float(cell) for cell in row[2 + len(names) : 4 + len(names)]]
-        row.append(f"{f_b[0] / f_b[1]:.1f}x")
+        row.append(f"{seconds['MLX'] / seconds['mlxkit']:.1f}x")  # the forward + backward pass
         print(_row(row, widths), flush=True)
 
     widths = [32, 9, 9] + ([9] if peer else []) + [12] + ([14] if peer else [])

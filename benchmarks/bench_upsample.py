@@ -15,8 +15,6 @@ compiled depth-model training step (batch 16, 64x128, Adam), once with each upsa
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from functools import partial
 
 import mlxkit  # noqa: F401  (loads the fast BLAS before mlx.core)
@@ -26,21 +24,9 @@ from mlxkit.models import BilinearUpsample, depth_resnet20
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+from _timing import interleaved, timed
 
 SHAPES = [(8, 2, 4, 128), (8, 4, 8, 64), (8, 8, 16, 64), (8, 16, 32, 64), (16, 32, 64, 64)]
-
-
-def interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of each `fns[name]()`, calls alternating between the names."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for name in fns:
-        fns[name]()  # compile
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def layers(repeats: int) -> None:
@@ -57,7 +43,7 @@ def layers(repeats: int) -> None:
             name: mx.compile(mx.grad(lambda v, up=up, w=weights: (up(v) * w).sum()))
             for name, up in (("nn.Upsample", reference), ("BilinearUpsample", ours))
         }
-        seconds = interleaved({name: partial(_run, g, x) for name, g in grads.items()}, repeats)
+        seconds = interleaved({name: timed(partial(g, x)) for name, g in grads.items()}, repeats)
         out_diff = mx.abs(reference(x) - ours(x)).max().item()
         grad_diff = mx.abs(grads["nn.Upsample"](x) - grads["BilinearUpsample"](x)).max().item()
         old, new = seconds["nn.Upsample"] * 1e3, seconds["BilinearUpsample"] * 1e3
@@ -65,10 +51,6 @@ def layers(repeats: int) -> None:
             f"{shape!s:22s} {old:14.2f} {new:20.2f} {old / new:8.1f}x  "
             f"{out_diff:.1e} / {grad_diff:.1e}"
         )
-
-
-def _run(fn, x) -> None:
-    mx.eval(fn(x))
 
 
 def training_step(repeats: int) -> None:
@@ -95,7 +77,7 @@ def training_step(repeats: int) -> None:
             optimizer.update(model, grads)
             return loss
 
-        steps[name] = partial(lambda step, state: mx.eval(step(x, y), state), step, state)
+        steps[name] = timed(partial(lambda step, state: (step(x, y), state), step, state))
     seconds = interleaved(steps, max(3, repeats // 4))
     old, new = seconds["nn.Upsample"], seconds["BilinearUpsample"]
     print(

@@ -12,8 +12,6 @@ import csv
 import importlib.util
 import json
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,21 +27,15 @@ from mlx.utils import tree_flatten
 # isort: on
 from mlxkit import models
 
+from tests.examples_common import csv_log, run_example
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "flux"
 CORA = ROOT.parent / "shared" / "data" / "cora"
 
 
 def run(script: str, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    return run_example(EXAMPLES / script, *args)
 
 
 def load_example(name: str):
@@ -64,13 +56,6 @@ def png_size(path: Path) -> tuple[int, int]:
 def csv_columns(path: Path) -> list[str]:
     with open(path) as f:
         return next(csv.reader(f))
-
-
-def csv_log(path: Path) -> dict[str, list[float]]:
-    """A CSVLogger file as {column: per-epoch values}."""
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return {key: [float(row[key]) for row in rows] for key in rows[0]}
 
 
 def count(model: nn.Module) -> int:

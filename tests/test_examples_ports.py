@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.examples_common import csv_log, run_example
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 
 def run(script: str, *args: str, cwd: Path = ROOT) -> str:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    return run_example(ROOT / "examples" / script, *args, cwd=cwd)
 
 
 def test_depth_map_quick(tmp_path):
@@ -42,10 +34,8 @@ def test_depth_map_quick(tmp_path):
     # Two seeded epochs learn: observed training loss 4.243 -> 0.898 and validation loss
     # 15.97 -> 0.578; required both to halve. (Two epochs do not yet beat the mean-depth
     # baseline's AbsRel; the full run does, see docs/examples/depth_map.md.)
-    with open(tmp_path / "log.csv") as f:
-        rows = list(csv.DictReader(f))
-    loss = [float(row["loss"]) for row in rows]
-    val_loss = [float(row["val_loss"]) for row in rows]
+    log = csv_log(tmp_path / "log.csv")
+    loss, val_loss = log["loss"], log["val_loss"]
     assert len(loss) == 2 and loss[-1] < 0.5 * loss[0] and val_loss[-1] < 0.5 * val_loss[0]
 
 

@@ -24,6 +24,8 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
+from tests.examples_common import run_example
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "segmentation.py"
 
@@ -37,11 +39,7 @@ def example():
 
 
 def run(*args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600, cwd=ROOT
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    return run_example(SCRIPT, *args)
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -15,7 +15,6 @@ import os
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import mlxkit  # first, so the fast BLAS loads before mlx.core  # isort: skip
 from mlxkit.models import (
@@ -48,6 +47,7 @@ else:
 from safetensors.torch import save_file
 
 from tests import _torch_reference as ref
+from tests.examples_common import ROOT, run_example
 
 # (mlxkit factory, torch reference, input side); widths are torchvision's full ones.
 ARCHITECTURES = {
@@ -308,24 +308,16 @@ def test_freeze_backbone_rejects_a_single_batch_norm():
 
 # ------------------------------------------------------------------------- the examples
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def test_resnet_example_fine_tunes_a_frozen_pretrained_backbone(tmp_path):
     reference = ref.randomize(ref.resnet18(), seed=3)
     weights = save_state_dict(reference, tmp_path / "resnet18.safetensors")
     out = tmp_path / "run"
     script = ROOT / "examples" / "flux" / "resnet_imagenet.py"
-    command = [sys.executable, str(script), "--quick", "--out", str(out)]
-    result = subprocess.run(
-        [*command, "--pretrained", weights, "--freeze-backbone"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
+    stdout = run_example(
+        script, "--quick", "--out", str(out), "--pretrained", weights, "--freeze-backbone"
     )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "mismatched shape (skipped): fc.bias: (1000,) -> (5,)" in result.stdout
+    assert "mismatched shape (skipped): fc.bias: (1000,) -> (5,)" in stdout
     trained = mx.load(str(out / "best.safetensors"))
     want = reference.layer4[1].conv2.weight.detach().numpy().transpose(0, 2, 3, 1)
     np.testing.assert_array_equal(np.array(trained["layer4.1.conv2.weight"]), want)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mlxkit import Trainer, optimizers
+from mlxkit.callbacks import Callback
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -77,6 +78,16 @@ def uniform(*shape: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random(shape, dtype=np.float32)
 
 
+class BatchIndices(Callback):
+    """Records the index of every training batch `fit` begins, in order."""
+
+    def __init__(self):
+        self.begins: list[int] = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.begins.append(batch)
+
+
 def weights_of(model: nn.Module) -> dict[str, np.ndarray]:
     from mlx.utils import tree_flatten
 
@@ -84,6 +95,7 @@ def weights_of(model: nn.Module) -> dict[str, np.ndarray]:
 
 
 __all__ = [
+    "BatchIndices",
     "compiled",
     "dense_stack",
     "keras_test_data",

@@ -23,6 +23,8 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
+from tests.keras_parity.common import BatchIndices
+
 
 class RecordingTrainer(Trainer):
     """Records the first input value of every trained batch, and each batch's arity."""
@@ -54,14 +56,6 @@ class UnsizedBatches:
 
     def __iter__(self):
         return iter(self.batches)
-
-
-class BatchIndices(Callback):
-    def __init__(self):
-        self.begins: list[int] = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.begins.append(batch)
 
 
 # Ports keras/src/trainers/epoch_iterator_test.py::TestEpochIterator::test_basic_flow

@@ -27,6 +27,8 @@ import mlx.optimizers as optim
 import numpy as np
 import pytest
 
+from tests.keras_parity.common import BatchIndices
+
 
 def example_model(input_dims: int, units: int) -> nn.Linear:
     """Keras's `ExampleModel(units)`: `Dense(units, use_bias=False, kernel_initializer=Ones())`."""
@@ -301,14 +303,6 @@ def test_evaluate_with_different_batch_size_same_loss():
     loss2 = trainer.evaluate(x, y, batch_size=100)
     assert isinstance(loss1, float)
     np.testing.assert_allclose(loss1, loss2, rtol=1e-6)
-
-
-class BatchIndices(Callback):
-    def __init__(self):
-        self.begins: list[int] = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.begins.append(batch)
 
 
 # Keras (keras/src/trainers/data_adapters/array_data_adapter.py): the last partial batch trains,

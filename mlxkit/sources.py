@@ -95,7 +95,16 @@ def epoch_permutation(count: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def check_shard(shard: Any) -> tuple[int, int]:
-    """Validates a `shard=(rank, num_ranks)` argument; `None` means `(0, 1)`."""
+    """Validates a `shard=(rank, num_ranks)` argument; `None` means `(0, 1)`.
+
+    Example:
+        >>> check_shard((1, 4))
+        (1, 4)
+        >>> check_shard((4, 4))
+        Traceback (most recent call last):
+          ...
+        ValueError: `shard` must be (rank, num_ranks) with 0 <= rank < num_ranks, e.g. ...
+    """
     if shard is None:
         return (0, 1)
     rank: Any

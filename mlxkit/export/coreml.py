@@ -290,12 +290,8 @@ def _unsupported_error(
         reasons.setdefault(node.op, Counter())[reason] += 1
     places = Locations()
     if model is not None and inputs:
-        was_training = getattr(model, "training", None)
-        try:
-            places = locate(as_function(model), inputs, set(reasons))
-        finally:
-            if isinstance(model, nn.Module) and was_training:
-                model.train()
+        with as_function(model) as fn:
+            places = locate(fn, inputs, set(reasons))
     lines = []
     for op, counts in reasons.items():
         for reason, count in counts.items():
@@ -344,36 +340,32 @@ def trace_model(
         >>> [node.op for node in graph.nodes]
         ['Transpose', 'Broadcast', 'AddMM']
     """
-    was_training = getattr(model, "training", None)
-    fn = as_function(model)
-    traced_fn = fn
-    if class_mask:
+    with as_function(model) as fn:
+        traced_fn = fn
+        if class_mask:
 
-        def traced_fn(*args: mx.array) -> Any:
-            result = fn(*args)
-            items = list(result) if isinstance(result, (list, tuple)) else [result]
-            items[0] = mx.argmax(items[0], axis=-1)
-            return tuple(items) if len(items) > 1 else items[0]
+            def traced_fn(*args: mx.array) -> Any:
+                result = fn(*args)
+                items = list(result) if isinstance(result, (list, tuple)) else [result]
+                items[0] = mx.argmax(items[0], axis=-1)
+                return tuple(items) if len(items) > 1 else items[0]
 
-    try:
-        return trace(traced_fn, inputs)
-    except ValueError as error:
-        if "Attempting to eval" in str(error):
+        try:
+            return trace(traced_fn, inputs)
+        except ValueError as error:
+            if "Attempting to eval" in str(error):
+                raise TypeError(
+                    "The model reads an array's value while it is traced (`.item()`, "
+                    "`.tolist()`, `np.array(x)`, or Python control flow on an array), which a "
+                    "fixed Core ML program cannot express. Compute that value outside the "
+                    f"model, or replace the branch with `mx.where`. MLX said: {error}"
+                ) from error
+            if "export_function" not in str(error):
+                raise
             raise TypeError(
-                "The model reads an array's value while it is traced (`.item()`, `.tolist()`, "
-                "`np.array(x)`, or Python control flow on an array), which a fixed Core ML "
-                "program cannot express. Compute that value outside the model, or replace the "
-                f"branch with `mx.where`. MLX said: {error}"
+                "The model must return an mx.array or a tuple/list of mx.array when called "
+                f"with the example inputs. MLX said: {error}"
             ) from error
-        if "export_function" not in str(error):
-            raise
-        raise TypeError(
-            "The model must return an mx.array or a tuple/list of mx.array when called with "
-            f"the example inputs. MLX said: {error}"
-        ) from error
-    finally:
-        if isinstance(model, nn.Module) and was_training:
-            model.train()
 
 
 def optimize_graph(

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from mlxkit._io import atomic_write_folder
 from mlxkit.export import _flexible as flexible_shapes
 from mlxkit.export import _state as state
-from mlxkit.export._locate import Locations, locate
+from mlxkit.export._locate import RANDOM_PRIMITIVES, Locations, locate
 from mlxkit.export._lower import HINTS, Lowerer, channels_first, output_var, unsupported
 from mlxkit.export._mil_numpy import load_mlpackage
 from mlxkit.export._optimize import optimize, range_sensitive_nodes
@@ -303,7 +303,7 @@ def _unsupported_error(
         f"Cannot export to Core ML: the traced graph uses {len(reasons)} MLX primitive(s) with "
         "no Core ML lowering. Nothing was written.\n" + "\n".join(lines)
     )
-    if any(op in ("RandomBits", "ErfInv") for op in reasons):
+    if any(op in RANDOM_PRIMITIVES for op in reasons):
         if places.sampled_randomly:
             message += (
                 "\nThe model samples random numbers in `__call__`: sample outside the model and "

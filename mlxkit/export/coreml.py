@@ -466,8 +466,7 @@ def build_program(
                 new_ops = list(function.operations)[before:]
                 float32_ops += [op.name for op in new_ops if op.op_type != "const"]
         for binding in states:
-            tensor = graph.outputs[binding.output_index]
-            value = lowerer.var(tensor, tuple(range(len(graph.shapes[tensor]))))
+            value = lowerer.var(graph.outputs[binding.output_index])
             state.write(mb, function.inputs[binding.name], value)
         taken: set[int] = set()
         outputs = [

@@ -38,7 +38,8 @@ _CREATORS: dict[str, tuple[str, ...]] = {
     "ArcCos": ("arccos",),
     "FFT": ("fft", "ifft", "rfft", "irfft", "fft2", "ifft2", "rfft2", "fftn", "ifftn", "rfftn"),
 }
-_RANDOM = ("RandomBits", "ErfInv")
+# The primitives that sampling random numbers traces to.
+RANDOM_PRIMITIVES = ("RandomBits", "ErfInv")
 _MLX_DIR = os.path.dirname(os.path.abspath(mx.__file__)) + os.sep
 _EXPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 

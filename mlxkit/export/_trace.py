@@ -8,7 +8,8 @@ nothing here depends on Core ML.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,22 +125,30 @@ def normalize_inputs(example_inputs: Any) -> tuple[mx.array, ...]:
     return tuple(arrays)
 
 
-def as_function(model: nn.Module | Callable[..., Any]) -> Callable[..., Any]:
-    """Returns a function of arrays for `model`; a Module is evaluated and put in eval mode.
+@contextlib.contextmanager
+def as_function(model: nn.Module | Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """Yields a function of arrays for `model`; a Module is evaluated and put in eval mode for
+    the `with` block, and back in training mode after it if it was in training mode before.
 
     Parameters are evaluated first so that they reach the trace as constants: an unevaluated
     parameter would otherwise be traced back to the random initializer that created it.
     """
-    if isinstance(model, nn.Module):
-        model.eval()
+    if not isinstance(model, nn.Module):
+        if not callable(model):
+            raise TypeError(
+                "`model` must be an mlx.nn.Module or a function of arrays. "
+                f"Received: model={model!r} (type {type(model).__name__})."
+            )
+        yield model
+        return
+    was_training = model.training
+    model.eval()
+    try:
         mx.eval(model.parameters())
-        return model
-    if not callable(model):
-        raise TypeError(
-            "`model` must be an mlx.nn.Module or a function of arrays. "
-            f"Received: model={model!r} (type {type(model).__name__})."
-        )
-    return model
+        yield model
+    finally:
+        if was_training:
+            model.train()
 
 
 def _tuple_outputs(fn: Callable[..., Any]) -> Callable[..., Any]:

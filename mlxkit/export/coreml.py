@@ -25,7 +25,7 @@ from typing import Any, Literal
 from mlxkit._io import atomic_write_folder
 from mlxkit.export import _flexible as flexible_shapes
 from mlxkit.export import _state as state
-from mlxkit.export._locate import Locations, locate
+from mlxkit.export._locate import RANDOM_PRIMITIVES, Locations, locate
 from mlxkit.export._lower import HINTS, Lowerer, channels_first, output_var, unsupported
 from mlxkit.export._mil_numpy import load_mlpackage
 from mlxkit.export._optimize import optimize, range_sensitive_nodes
@@ -290,12 +290,8 @@ def _unsupported_error(
         reasons.setdefault(node.op, Counter())[reason] += 1
     places = Locations()
     if model is not None and inputs:
-        was_training = getattr(model, "training", None)
-        try:
-            places = locate(as_function(model), inputs, set(reasons))
-        finally:
-            if isinstance(model, nn.Module) and was_training:
-                model.train()
+        with as_function(model) as fn:
+            places = locate(fn, inputs, set(reasons))
     lines = []
     for op, counts in reasons.items():
         for reason, count in counts.items():
@@ -307,7 +303,7 @@ def _unsupported_error(
         f"Cannot export to Core ML: the traced graph uses {len(reasons)} MLX primitive(s) with "
         "no Core ML lowering. Nothing was written.\n" + "\n".join(lines)
     )
-    if any(op in ("RandomBits", "ErfInv") for op in reasons):
+    if any(op in RANDOM_PRIMITIVES for op in reasons):
         if places.sampled_randomly:
             message += (
                 "\nThe model samples random numbers in `__call__`: sample outside the model and "
@@ -344,36 +340,32 @@ def trace_model(
         >>> [node.op for node in graph.nodes]
         ['Transpose', 'Broadcast', 'AddMM']
     """
-    was_training = getattr(model, "training", None)
-    fn = as_function(model)
-    traced_fn = fn
-    if class_mask:
+    with as_function(model) as fn:
+        traced_fn = fn
+        if class_mask:
 
-        def traced_fn(*args: mx.array) -> Any:
-            result = fn(*args)
-            items = list(result) if isinstance(result, (list, tuple)) else [result]
-            items[0] = mx.argmax(items[0], axis=-1)
-            return tuple(items) if len(items) > 1 else items[0]
+            def traced_fn(*args: mx.array) -> Any:
+                result = fn(*args)
+                items = list(result) if isinstance(result, (list, tuple)) else [result]
+                items[0] = mx.argmax(items[0], axis=-1)
+                return tuple(items) if len(items) > 1 else items[0]
 
-    try:
-        return trace(traced_fn, inputs)
-    except ValueError as error:
-        if "Attempting to eval" in str(error):
+        try:
+            return trace(traced_fn, inputs)
+        except ValueError as error:
+            if "Attempting to eval" in str(error):
+                raise TypeError(
+                    "The model reads an array's value while it is traced (`.item()`, "
+                    "`.tolist()`, `np.array(x)`, or Python control flow on an array), which a "
+                    "fixed Core ML program cannot express. Compute that value outside the "
+                    f"model, or replace the branch with `mx.where`. MLX said: {error}"
+                ) from error
+            if "export_function" not in str(error):
+                raise
             raise TypeError(
-                "The model reads an array's value while it is traced (`.item()`, `.tolist()`, "
-                "`np.array(x)`, or Python control flow on an array), which a fixed Core ML "
-                "program cannot express. Compute that value outside the model, or replace the "
-                f"branch with `mx.where`. MLX said: {error}"
+                "The model must return an mx.array or a tuple/list of mx.array when called "
+                f"with the example inputs. MLX said: {error}"
             ) from error
-        if "export_function" not in str(error):
-            raise
-        raise TypeError(
-            "The model must return an mx.array or a tuple/list of mx.array when called with "
-            f"the example inputs. MLX said: {error}"
-        ) from error
-    finally:
-        if isinstance(model, nn.Module) and was_training:
-            model.train()
 
 
 def optimize_graph(
@@ -474,8 +466,7 @@ def build_program(
                 new_ops = list(function.operations)[before:]
                 float32_ops += [op.name for op in new_ops if op.op_type != "const"]
         for binding in states:
-            tensor = graph.outputs[binding.output_index]
-            value = lowerer.var(tensor, tuple(range(len(graph.shapes[tensor]))))
+            value = lowerer.var(graph.outputs[binding.output_index])
             state.write(mb, function.inputs[binding.name], value)
         taken: set[int] = set()
         outputs = [

@@ -59,15 +59,10 @@ def to_mlxfn(
     if metadata is not None and not isinstance(metadata, str):
         raise TypeError(f"`metadata` must be a str or None. Received: metadata={metadata!r}.")
     inputs = normalize_inputs(example_inputs)
-    was_training = getattr(model, "training", None)
-    fn = as_function(model)
-    try:
+    with as_function(model) as fn:
 
         def export(tmp: str) -> None:
             mx.export_function(tmp, fn, *inputs, shapeless=shapeless, metadata=metadata)
 
         atomic_write_file(target, export)
-    finally:
-        if isinstance(model, nn.Module) and was_training:
-            model.train()
     return target

@@ -66,24 +66,19 @@ def test_cli_exports_with_weights(tmp_path: Any, capsys: pytest.CaptureFixture[s
     model.save_weights(weights)
     parser = argparse.ArgumentParser(prog="mlxkit")
     _cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    # The same model, weights and input shape for both formats.
+    common = [
+        "--model",
+        "tests.export.test_mlxfn_and_cli:tiny_factory",
+        "--kwargs",
+        '{"width": 5}',
+        "--weights",
+        weights,
+        "--input-shape",
+        "1,8,8,3",
+    ]
     out = str(tmp_path / "cli.mlpackage")
-    args = parser.parse_args(
-        [
-            "export",
-            "--model",
-            "tests.export.test_mlxfn_and_cli:tiny_factory",
-            "--kwargs",
-            '{"width": 5}',
-            "--weights",
-            weights,
-            "--input-shape",
-            "1,8,8,3",
-            "-o",
-            out,
-            "--precision",
-            "float32",
-        ]
-    )
+    args = parser.parse_args(["export", *common, "-o", out, "--precision", "float32"])
     assert args.run(args) == 0
     assert "max_pool" in capsys.readouterr().out
     x = make_inputs([(1, 8, 8, 3)], seed=12)[0]
@@ -91,23 +86,7 @@ def test_cli_exports_with_weights(tmp_path: Any, capsys: pytest.CaptureFixture[s
     assert relative_error(got, np.array(model(x))) < FP32_TOLERANCE
 
     mlxfn = str(tmp_path / "cli.mlxfn")
-    args = parser.parse_args(
-        [
-            "export",
-            "--format",
-            "mlxfn",
-            "--model",
-            "tests.export.test_mlxfn_and_cli:tiny_factory",
-            "--kwargs",
-            '{"width": 5}',
-            "--weights",
-            weights,
-            "--input-shape",
-            "1,8,8,3",
-            "-o",
-            mlxfn,
-        ]
-    )
+    args = parser.parse_args(["export", "--format", "mlxfn", *common, "-o", mlxfn])
     assert args.run(args) == 0
     np.testing.assert_array_equal(np.array(mx.import_function(mlxfn)(x)[0]), np.array(model(x)))
 

@@ -120,14 +120,19 @@ RANGE_CASES: dict[str, tuple[Callable[[], Any], tuple[int, ...]]] = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(RANGE_CASES))
-def test_float16_normalisation_survives_large_inputs(tmp_path: Any, name: str) -> None:
+def _range_case(name: str) -> tuple[Any, mx.array]:
+    """The layer of `RANGE_CASES[name]` (in inference mode) and its input scaled by 300."""
     make, shape = RANGE_CASES[name]
     layer = make()
     if isinstance(layer, nn.Module):
         layer.eval()
         mx.eval(layer.parameters())
-    x = _normal(shape, seed=3, scale=RANGE_SCALE)
+    return layer, _normal(shape, seed=3, scale=RANGE_SCALE)
+
+
+@pytest.mark.parametrize("name", sorted(RANGE_CASES))
+def test_float16_normalisation_survives_large_inputs(tmp_path: Any, name: str) -> None:
+    layer, x = _range_case(name)
     result = export_and_compare(tmp_path, layer, [x], "float16")
     if name in ("rms_norm", "fast_rms_norm", "unit_vector"):
         # The sums of squares run in float32, and the report says so.
@@ -140,12 +145,7 @@ def test_float16_normalisation_survives_large_inputs(tmp_path: Any, name: str) -
 def test_core_ml_runtime_survives_large_inputs_in_float16(tmp_path: Any, name: str) -> None:
     # The interpreter computes fused ops (layer_norm, softmax) in float32 and stores float16;
     # only Core ML itself shows how its own kernels handle the range.
-    make, shape = RANGE_CASES[name]
-    layer = make()
-    if isinstance(layer, nn.Module):
-        layer.eval()
-        mx.eval(layer.parameters())
-    x = _normal(shape, seed=3, scale=RANGE_SCALE)
+    layer, x = _range_case(name)
     path = str(tmp_path / f"{name}.mlpackage")
     to_coreml(layer, x, path, compute_precision="float16")
     got = np.asarray(predict(path, [x])["output"])

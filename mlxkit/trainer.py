@@ -747,13 +747,17 @@ class Trainer:
                     except RuntimeError as error:
                         if self.group is None:
                             raise
-                        raise RuntimeError(
+                        message = (
                             f"mlxkit: rank {self.rank} of {self.world_size} stopped at epoch "
                             f"{self.loop.epoch + 1}, batch {self.loop.batch_in_epoch + 1}: a "
                             f"collective failed, most likely because another rank died or was "
                             f"killed ({error}). Checkpoints already written are intact: relaunch "
                             "with resume_from= (or BackupAndRestore) to continue."
-                        ) from error
+                        )
+                        # Printed at once: mlx.launch terminates the surviving ranks when one
+                        # dies, often while the chained traceback below is still being written.
+                        print(message, file=sys.stderr, flush=True)
+                        raise RuntimeError(message) from error
                 interrupt.check()
             except KeyboardInterrupt:
                 self._report_interrupt(at_step_end=interrupt.stopped_at_step_end)

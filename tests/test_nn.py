@@ -90,6 +90,12 @@ CONV2D_CASES = [
     (2, 1, 1, 4, 3, (9, 9)),  # depthwise, as in MobileNet
     (1, 1, 1, 1, 3, (6, 5)),  # stride 1: MLX's op
 ]
+FEW_CHANNEL_CASES = [
+    # (input channels, stride, padding, kernel, input H x W): RGB / grayscale stems
+    (3, 2, 3, 7, (13, 12)),
+    (1, 2, 1, 4, (14, 14)),
+    (3, (2, 3), 1, (3, 2), (9, 10)),
+]
 
 
 @pytest.mark.parametrize(
@@ -100,10 +106,27 @@ def test_conv2d_matches_mlx(
 ) -> None:
     mx.random.seed(0)
     settings = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    channels = 4 if groups == 4 else 16  # 4 groups: depthwise, too few channels: MLX's op
+    channels = 4 if groups == 4 else 16  # 4 groups of one channel: depthwise
     native = nn.Conv2d(channels, 8, kernel, **settings)
     fast = knn.Conv2d(channels, 8, kernel, **settings)
     _twins(native, fast, mx.random.normal((2, *size, channels)))
+
+
+@pytest.mark.parametrize(("channels", "stride", "padding", "kernel", "size"), FEW_CHANNEL_CASES)
+def test_conv2d_with_few_input_channels_matches_mlx(
+    channels: int, stride: Any, padding: int, kernel: Any, size: tuple[int, int]
+) -> None:
+    mx.random.seed(0)
+    native = nn.Conv2d(channels, 8, kernel, stride=stride, padding=padding)
+    fast = knn.Conv2d(channels, 8, kernel, stride=stride, padding=padding)
+    _twins(native, fast, mx.random.normal((2, *size, channels)))
+
+
+def test_conv_transpose2d_to_one_channel_matches_mlx() -> None:
+    mx.random.seed(0)  # the DCGAN generator's last layer
+    native = nn.ConvTranspose2d(8, 1, 4, stride=2, padding=1)
+    fast = knn.ConvTranspose2d(8, 1, 4, stride=2, padding=1)
+    _twins(native, fast, mx.random.normal((2, 7, 7, 8)))
 
 
 CONV_TRANSPOSE2D_CASES = [
@@ -157,19 +180,94 @@ def test_conv_transpose1d_matches_mlx(stride: int, padding: int, output_padding:
         (knn.Conv2d(16, 8, 3, stride=2), (1, 7, 7, 16), True),
         (knn.ConvTranspose2d(8, 8, 3, stride=2), (1, 4, 4, 8), True),
         (knn.Conv2d(16, 8, 3), (1, 7, 7, 16), False),  # stride 1
-        (knn.Conv2d(3, 8, 3, stride=2), (1, 7, 7, 3), False),  # 3 input channels
-        (knn.ConvTranspose2d(8, 1, 3, stride=2), (1, 4, 4, 8), False),  # 1 output channel
+        (knn.ConvTranspose2d(8, 8, 3), (1, 4, 4, 8), False),  # stride 1
+        (knn.Conv2d(3, 8, 3, stride=2), (1, 7, 7, 3), True),  # 3 input channels
+        (knn.ConvTranspose2d(8, 1, 3, stride=2), (1, 4, 4, 8), True),  # 1 output channel
     ],
 )
 def test_fast_path_is_taken_where_it_pays(layer: nn.Module, shape: Any, used: bool) -> None:
     x = mx.random.normal(shape)
-    with mock.patch.object(knn, "_zero_insert", wraps=knn._zero_insert) as zero_insert:
+    with mock.patch.object(knn, "_col2im", wraps=knn._col2im) as col2im:
         mx.eval(mx.grad(lambda x: layer(x).sum())(x))
-        assert zero_insert.called is used
-        zero_insert.reset_mock()
+        assert col2im.called is used
+        col2im.reset_mock()
         layer.eval()
         mx.eval(mx.grad(lambda x: layer(x).sum())(x))
-        assert not zero_insert.called  # eval mode: MLX's own ops, as the exporters need
+        assert not col2im.called  # eval mode: MLX's own ops, as the exporters need
+
+
+def _numpy_conv_transpose(
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    output_padding: Any,
+    groups: int,
+) -> np.ndarray:
+    """The definition, one scatter per input position and tap: y[s*o + d*k - p] += x[o] W[k]."""
+    n, *lengths, _ = x.shape
+    c_out, *kernel, c_in_group = weight.shape
+    sizes = [
+        (m - 1) * s - 2 * p + d * (k - 1) + 1 + o
+        for m, k, s, p, d, o in zip(lengths, kernel, stride, padding, dilation, output_padding)
+    ]
+    y = np.zeros((n, *sizes, c_out))
+    per_group = c_out // groups
+    for position in itertools.product(*map(range, lengths)):
+        for tap in itertools.product(*map(range, kernel)):
+            at = [
+                s * o + d * k - p for o, k, s, p, d in zip(position, tap, stride, padding, dilation)
+            ]
+            if not all(0 <= a < size for a, size in zip(at, sizes)):
+                continue
+            for g in range(groups):
+                inputs = x[(slice(None), *position, slice(g * c_in_group, (g + 1) * c_in_group))]
+                kernel_tap = weight[(slice(g * per_group, (g + 1) * per_group), *tap)]
+                y[(slice(None), *at, slice(g * per_group, (g + 1) * per_group))] += (
+                    inputs @ kernel_tap.T
+                )
+    return y
+
+
+def test_conv_transpose_function_matches_its_definition() -> None:
+    """Random 1-D and 2-D settings against the NumPy scatter above (independent of MLX)."""
+    rng = np.random.default_rng(0)
+    for case in range(60):
+        spatial = 1 + case % 2
+        kernel = tuple(int(k) for k in rng.integers(1, 5, spatial))
+        stride = tuple(int(s) for s in rng.integers(1, 4, spatial))
+        dilation = tuple(int(d) for d in rng.integers(1, 3, spatial))
+        padding = tuple(int(rng.integers(0, d * (k - 1) + 1)) for k, d in zip(kernel, dilation))
+        output_padding = tuple(int(rng.integers(0, s)) for s in stride)
+        groups = int(rng.choice([1, 2]))
+        lengths = tuple(int(m) for m in rng.integers(1, 6, spatial))
+        x = rng.standard_normal((2, *lengths, 2 * groups)).astype(np.float32)
+        weight = rng.standard_normal((3 * groups, *kernel, 2)).astype(np.float32)
+        settings = dict(
+            stride=stride, padding=padding, dilation=dilation, output_padding=output_padding
+        )
+        sizes = [
+            (m - 1) * s - 2 * p + d * (k - 1) + 1 + o
+            for m, k, s, p, d, o in zip(lengths, kernel, stride, padding, dilation, output_padding)
+        ]
+        if min(sizes) < 1:
+            continue  # an empty output: refused (next test)
+        want = _numpy_conv_transpose(x, weight, groups=groups, **settings)
+        got = knn.conv_transpose(mx.array(x), mx.array(weight), groups=groups, **settings)
+        assert _close(got, mx.array(want.astype(np.float32))), (case, settings, groups)
+
+
+def test_conv_transpose_function_rejects_settings_with_an_empty_output() -> None:
+    with pytest.raises(ValueError, match=r"empty output.*padding=\(2,\).*expected every size"):
+        knn.conv_transpose(
+            mx.ones((1, 1, 2)),
+            mx.ones((2, 1, 2)),
+            stride=(1,),
+            padding=(2,),
+            dilation=(1,),
+            output_padding=(0,),
+        )
 
 
 def test_conv_transpose_function_matches_mx_conv_transpose2d_with_groups() -> None:

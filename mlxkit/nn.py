@@ -263,22 +263,22 @@ def _strided_conv_transpose(
         x, weight = primals
         # The forward pass is the adjoint of a strided convolution with the channel-swapped
         # kernel. That convolution of the cotangent is the input gradient, and its weight
-        # gradient against `x` is the weight gradient; MLX computes both fast. Output padding
-        # beyond the padding adds rows that convolution never reads: they are cropped.
-        unread = [max(o - p, 0) for o, p in zip(output_padding, padding)]
-        sizes = cotangent.shape[1:-1]
-        read = cotangent[(slice(None), *(slice(0, n - u) for n, u in zip(sizes, unread)))]
-        pad_hi = [max(p - o, 0) for o, p in zip(output_padding, padding)]
+        # gradient against `x` is the weight gradient; MLX computes both fast. It has one row
+        # too many per `stride` of output padding: rows no input position produced.
+        sizes = x.shape[1:-1]
 
         def adjoint(kernel: mx.array) -> mx.array:
-            return mx.conv_general(
-                read,
+            y = mx.conv_general(
+                cotangent,
                 kernel,
                 stride=list(stride),
-                padding=(list(padding), pad_hi),
+                padding=list(padding),
                 kernel_dilation=list(dilation),
                 groups=groups,
             )
+            if y.shape[1:-1] == sizes:
+                return y
+            return y[(slice(None), *(slice(0, n) for n in sizes))]
 
         swapped = _swap_channels(weight, groups)
         dx = adjoint(swapped)

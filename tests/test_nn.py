@@ -165,7 +165,9 @@ def test_conv1d_matches_mlx(stride: int, padding: int, dilation: int, groups: in
     _twins(native, fast, mx.random.normal((2, 13, 16)))
 
 
-@pytest.mark.parametrize(("stride", "padding", "output_padding"), [(2, 1, 1), (3, 0, 2), (2, 2, 0)])
+@pytest.mark.parametrize(
+    ("stride", "padding", "output_padding"), [(2, 1, 1), (3, 0, 2), (2, 2, 0), (2, 0, 3)]
+)
 def test_conv_transpose1d_matches_mlx(stride: int, padding: int, output_padding: int) -> None:
     mx.random.seed(0)
     settings = dict(stride=stride, padding=padding, output_padding=output_padding)

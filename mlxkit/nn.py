@@ -13,8 +13,11 @@ does only the multiplications that reach the output:
   their custom VJP takes the input gradient as MLX's strided convolution of the output gradient
   (the adjoint of the forward pass) and the weight gradient as MLX's weight gradient of that same
   convolution, both fast.
+- Unpadded one-group 1x1 convolutions (`Conv1d` / `Conv2d`, any stride) are the matrix product
+  they are: MLX's CPU op copies the input into a patch matrix first, 3-6x slower.
 
-Everywhere else they run MLX's own ops: at stride 1 (fast already), on a GPU, and in eval mode.
+Everywhere else they run MLX's own ops: other stride-1 convolutions (no formulation in MLX ops
+measured faster), stride-1 transposed convolutions, on a GPU, and in eval mode.
 Eval mode is included because the exporters put models in it: `mx.export_function` cannot
 serialize a custom VJP, and the Core ML exporter lowers MLX's own convolutions to `conv` /
 `conv_transpose`. The layers subclass the `mlx.nn` ones, so parameters, state-dict keys,
@@ -49,12 +52,25 @@ def _per_axis(value: int | Sequence[int], spatial: int) -> _Ints:
     return (value,) * spatial if isinstance(value, int) else tuple(value)
 
 
-def _fast_path_applies(layer: nn.Module, stride: _Ints) -> bool:
-    """Whether `layer` should run its transposed convolution here: training, strided, CPU.
+def _fast_path_applies(layer: nn.Module) -> bool:
+    """Whether `layer` may run the formulations here: in training mode, on the CPU.
 
-    Only the CPU was measured faster (benchmarks/bench_conv.py); GPUs keep MLX's op.
+    Only the CPU was measured faster (benchmarks/bench_conv.py); GPUs keep MLX's ops.
     """
-    return layer.training and any(s > 1 for s in stride) and mx.default_device() == mx.cpu
+    return layer.training and mx.default_device() == mx.cpu
+
+
+def _pointwise_conv(x: mx.array, weight: mx.array, stride: _Ints) -> mx.array:
+    """An unpadded one-group 1x1 convolution as the matrix product it is.
+
+    MLX's CPU op first copies the input into a patch matrix, which for a 1x1 kernel is the
+    input itself: the product alone is 3-6x faster, forward and backward.
+    """
+    if any(s > 1 for s in stride):
+        x = x[(slice(None), *(slice(None, None, s) for s in stride))]
+    *outer, channels = x.shape
+    y = x.reshape(-1, channels) @ weight.reshape(weight.shape[0], channels).T
+    return y.reshape(*outer, weight.shape[0])
 
 
 def _swap_channels(weight: mx.array, groups: int) -> mx.array:
@@ -291,18 +307,19 @@ def _strided_conv_transpose(
 def _call_conv(
     layer: nn.Conv1d | nn.Conv2d, x: mx.array, native: Callable[[mx.array], mx.array]
 ) -> mx.array:
-    """The forward pass of `Conv1d` / `Conv2d`: `native` unless the fast path applies."""
+    """The forward pass of `Conv1d` / `Conv2d`: `native` unless a fast path applies."""
     spatial = layer.weight.ndim - 2
     stride = _per_axis(layer.stride, spatial)
-    if not _fast_path_applies(layer, stride):
+    padding = _per_axis(layer.padding, spatial)
+    if not _fast_path_applies(layer):
         return native(x)
-    conv = _strided_conv(
-        stride,
-        _per_axis(layer.padding, spatial),
-        _per_axis(layer.dilation, spatial),
-        layer.groups,
-    )
-    y = conv(x, layer.weight)
+    if layer.weight.shape[1:-1] == (1,) * spatial and layer.groups == 1 and not any(padding):
+        y = _pointwise_conv(x, layer.weight, stride)
+    elif any(s > 1 for s in stride):
+        conv = _strided_conv(stride, padding, _per_axis(layer.dilation, spatial), layer.groups)
+        y = conv(x, layer.weight)
+    else:
+        return native(x)  # MLX's stride-1 convolution is as fast as any formulation here
     return y + layer.bias if "bias" in layer else y
 
 
@@ -319,7 +336,9 @@ def _call_conv_transpose(
     spans = [d * (k - 1) for k, d in zip(layer.weight.shape[1:-1], dilation)]
     # MLX 0.32's own op gives a wrongly sized output when the padding exceeds the kernel's span;
     # staying with it there keeps the twins interchangeable.
-    if not _fast_path_applies(layer, stride) or any(p > s for p, s in zip(padding, spans)):
+    strided = any(s > 1 for s in stride)
+    fits = all(p <= s for p, s in zip(padding, spans))
+    if not (_fast_path_applies(layer) and strided and fits):
         return native(x)
     # `mlx.nn`'s transposed convolutions have no groups.
     conv = _strided_conv_transpose(

@@ -177,25 +177,67 @@ def test_conv_transpose1d_matches_mlx(stride: int, padding: int, output_padding:
 
 
 @pytest.mark.parametrize(
-    ("layer", "shape", "used"),
+    ("layer", "shape", "route"),
     [
-        (knn.Conv2d(16, 8, 3, stride=2), (1, 7, 7, 16), True),
-        (knn.ConvTranspose2d(8, 8, 3, stride=2), (1, 4, 4, 8), True),
-        (knn.Conv2d(16, 8, 3), (1, 7, 7, 16), False),  # stride 1
-        (knn.ConvTranspose2d(8, 8, 3), (1, 4, 4, 8), False),  # stride 1
-        (knn.Conv2d(3, 8, 3, stride=2), (1, 7, 7, 3), True),  # 3 input channels
-        (knn.ConvTranspose2d(8, 1, 3, stride=2), (1, 4, 4, 8), True),  # 1 output channel
+        (knn.Conv2d(16, 8, 3, stride=2), (1, 7, 7, 16), "_col2im"),
+        (knn.ConvTranspose2d(8, 8, 3, stride=2), (1, 4, 4, 8), "_col2im"),
+        (knn.Conv2d(16, 8, 3), (1, 7, 7, 16), None),  # stride 1
+        (knn.ConvTranspose2d(8, 8, 3), (1, 4, 4, 8), None),  # stride 1
+        (knn.Conv2d(3, 8, 3, stride=2), (1, 7, 7, 3), "_col2im"),  # 3 input channels
+        (knn.ConvTranspose2d(8, 1, 3, stride=2), (1, 4, 4, 8), "_col2im"),  # 1 output channel
+        (knn.Conv2d(16, 8, 1), (1, 7, 7, 16), "_pointwise_conv"),
+        (knn.Conv2d(16, 8, 1, stride=2), (1, 7, 7, 16), "_pointwise_conv"),
+        (knn.Conv1d(16, 8, 1), (1, 7, 16), "_pointwise_conv"),
+        (knn.Conv2d(16, 8, 1, padding=1), (1, 7, 7, 16), None),  # padded 1x1: MLX's op
+        (knn.Conv2d(16, 8, 1, groups=2), (1, 7, 7, 16), None),  # grouped 1x1: MLX's op
     ],
 )
-def test_fast_path_is_taken_where_it_pays(layer: nn.Module, shape: Any, used: bool) -> None:
+def test_fast_path_is_taken_where_it_pays(layer: nn.Module, shape: Any, route: str | None) -> None:
     x = mx.random.normal(shape)
-    with mock.patch.object(knn, "_col2im", wraps=knn._col2im) as col2im:
+    routes = ("_col2im", "_pointwise_conv")
+    with (
+        mock.patch.object(knn, routes[0], wraps=getattr(knn, routes[0])) as col2im,
+        mock.patch.object(knn, routes[1], wraps=getattr(knn, routes[1])) as pointwise,
+    ):
         mx.eval(mx.grad(lambda x: layer(x).sum())(x))
-        assert col2im.called is used
+        assert [col2im.called, pointwise.called] == [r == route for r in routes]
         col2im.reset_mock()
+        pointwise.reset_mock()
         layer.eval()
         mx.eval(mx.grad(lambda x: layer(x).sum())(x))
-        assert not col2im.called  # eval mode: MLX's own ops, as the exporters need
+        # Eval mode: MLX's own ops, as the exporters need.
+        assert not col2im.called and not pointwise.called
+
+
+POINTWISE_CASES = [
+    # (stride, padding, groups, input H x W): 1x1 convolutions
+    (1, 0, 1, (6, 5)),
+    (2, 0, 1, (7, 8)),
+    ((1, 3), 0, 1, (5, 7)),
+    (1, 1, 1, (4, 4)),  # padded: MLX's op
+    (2, 0, 2, (6, 6)),  # grouped: the strided route
+]
+
+
+@pytest.mark.parametrize(("stride", "padding", "groups", "size"), POINTWISE_CASES)
+def test_conv2d_1x1_matches_mlx(stride: Any, padding: int, groups: int, size: Any) -> None:
+    mx.random.seed(0)
+    settings = dict(stride=stride, padding=padding, groups=groups)
+    native, fast = nn.Conv2d(16, 8, 1, **settings), knn.Conv2d(16, 8, 1, **settings)
+    _twins(native, fast, mx.random.normal((2, *size, 16)))
+
+
+def test_conv1d_1x1_matches_mlx() -> None:
+    mx.random.seed(0)
+    native, fast = (
+        nn.Conv1d(6, 4, 1, stride=2, bias=False),
+        knn.Conv1d(6, 4, 1, stride=2, bias=False),
+    )
+    x = mx.random.normal((2, 9, 6))
+    fast.update(native.parameters())
+    want, got = _outputs_and_gradients(native, x), _outputs_and_gradients(fast, x)
+    want[1] = _input_gradient_from_forward(native, x)
+    assert all(_close(g, w) for g, w in zip(got, want))
 
 
 def _numpy_conv_transpose(

@@ -67,7 +67,8 @@ def _pointwise_conv(x: mx.array, weight: mx.array, stride: _Ints) -> mx.array:
     input itself: the product alone is 3-6x faster, forward and backward.
     """
     if any(s > 1 for s in stride):
-        x = x[(slice(None), *(slice(None, None, s) for s in stride))]
+        every = (slice(None), *(slice(None, None, s) for s in stride))
+        x = x[every]
     *outer, channels = x.shape
     y = x.reshape(-1, channels) @ weight.reshape(weight.shape[0], channels).T
     return y.reshape(*outer, weight.shape[0])
@@ -130,7 +131,8 @@ def _col2im(
         keep = [slice(max(-a, 0), m - max(-b, 0)) for a, b, m in zip(lo, hi, lengths)]
         if any(k.start >= k.stop for k in keep):
             continue  # this tap lands only outside the output
-        part = products[(slice(None), *keep, index)]
+        inside = (slice(None), *keep, index)
+        part = products[inside]
         part = mx.pad(part, [(0, 0), *((max(a, 0), max(b, 0)) for a, b in zip(lo, hi)), (0, 0)])
         phases[phase] = phases[phase] + part if phase in phases else part
     zeros = mx.zeros((n, *counts, channels), dtype=products.dtype)
@@ -144,7 +146,8 @@ def _col2im(
     woven = stacked.transpose(*order, stacked.ndim - 1)
     woven = woven.reshape(n, *(c * s for c, s in zip(counts, stride)), channels)
     start = [p - s * f for p, s, f in zip(padding, stride, first)]
-    return woven[(slice(None), *(slice(b, b + size) for b, size in zip(start, sizes)))]
+    window = (slice(None), *(slice(b, b + size) for b, size in zip(start, sizes)))
+    return woven[window]
 
 
 def conv_transpose(
@@ -294,7 +297,8 @@ def _strided_conv_transpose(
             )
             if y.shape[1:-1] == sizes:
                 return y
-            return y[(slice(None), *(slice(0, n) for n in sizes))]
+            produced = (slice(None), *(slice(0, n) for n in sizes))
+            return y[produced]
 
         swapped = _swap_channels(weight, groups)
         dx = adjoint(swapped)
@@ -349,10 +353,10 @@ def _call_conv_transpose(
 
 
 class Conv1d(nn.Conv1d):
-    """`mlx.nn.Conv1d` whose strided input gradient is fast on the CPU.
+    """`mlx.nn.Conv1d` that trains faster on the CPU when strided or 1x1.
 
-    Same arguments, parameters and checkpoint keys as `mlx.nn.Conv1d` (see the module docstring
-    for when the fast formulation is used).
+    Same arguments, parameters and checkpoint keys as `mlx.nn.Conv1d` (see `Conv2d` and the
+    module docstring for when the fast formulations are used).
 
     Example:
         >>> import mlx.core as mx
@@ -366,11 +370,12 @@ class Conv1d(nn.Conv1d):
 
 
 class Conv2d(nn.Conv2d):
-    """`mlx.nn.Conv2d` whose strided input gradient is fast on the CPU.
+    """`mlx.nn.Conv2d` that trains faster on the CPU when strided or 1x1.
 
     Same arguments, parameters and checkpoint keys as `mlx.nn.Conv2d`. In training mode on the
-    CPU, with a stride > 1, the forward pass is MLX's and the input gradient is a stride-1
-    convolution of the zero-inserted output gradient (see the module docstring).
+    CPU, with a stride > 1, the forward pass is MLX's and the input gradient is a transposed
+    convolution computed by `conv_transpose`'s method; an unpadded one-group 1x1 convolution is
+    a matrix product (see the module docstring).
 
     Example:
         >>> import mlx.core as mx
@@ -384,9 +389,10 @@ class Conv2d(nn.Conv2d):
 
 
 class ConvTranspose1d(nn.ConvTranspose1d):
-    """`mlx.nn.ConvTranspose1d` computed as a stride-1 convolution when strided, on the CPU.
+    """`mlx.nn.ConvTranspose1d` that trains faster on the CPU when strided.
 
-    Same arguments, parameters and checkpoint keys as `mlx.nn.ConvTranspose1d`.
+    Same arguments, parameters and checkpoint keys as `mlx.nn.ConvTranspose1d` (see
+    `ConvTranspose2d`).
 
     Example:
         >>> import mlx.core as mx
@@ -400,11 +406,12 @@ class ConvTranspose1d(nn.ConvTranspose1d):
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
-    """`mlx.nn.ConvTranspose2d` computed as a stride-1 convolution when strided, on the CPU.
+    """`mlx.nn.ConvTranspose2d` that trains faster on the CPU when strided.
 
     Same arguments, parameters and checkpoint keys as `mlx.nn.ConvTranspose2d`. In training mode
-    on the CPU, with a stride > 1, the input is zero-inserted and convolved at stride 1 with the
-    flipped kernel (see the module docstring).
+    on the CPU, with a stride > 1, the forward pass is `conv_transpose` and the gradients are
+    MLX's strided convolution of the output gradient (the adjoint) and MLX's weight gradient of
+    it (see the module docstring).
 
     Example:
         >>> import mlx.core as mx

@@ -442,3 +442,28 @@ def test_core_ml_export_lowers_to_conv_and_conv_transpose(tmp_path: Any) -> None
     assert result.report.op_counts.get("conv_transpose", 0) == 1
     got = run_mlpackage_numpy(result.path, [np.array(x)])["output"]
     assert _close(mx.array(got), model(x))
+
+
+@pytest.mark.parametrize("dtype", [mx.bfloat16, mx.float16])
+def test_strided_layers_in_half_precision_match_mlx(dtype: mx.Dtype) -> None:
+    """Mixed precision runs the layers in 16-bit: outputs and gradients keep the dtype."""
+    mx.random.seed(0)
+    for native, fast, shape in [
+        (nn.Conv2d(8, 6, 3, stride=2, padding=1), knn.Conv2d(8, 6, 3, stride=2, padding=1), 9),
+        (
+            nn.ConvTranspose2d(8, 6, 4, stride=2, padding=1),
+            knn.ConvTranspose2d(8, 6, 4, stride=2, padding=1),
+            5,
+        ),
+        (nn.Conv2d(8, 6, 1), knn.Conv2d(8, 6, 1), 6),
+    ]:
+        fast.update(native.parameters())
+        native.set_dtype(dtype)
+        fast.set_dtype(dtype)
+        x = mx.random.normal((2, shape, shape, 8)).astype(dtype)
+        want, got = _outputs_and_gradients(native, x), _outputs_and_gradients(fast, x)
+        for w, g in zip(want, got):
+            assert g.dtype == w.dtype == dtype
+            w32, g32 = np.array(w.astype(mx.float32)), np.array(g.astype(mx.float32))
+            scale = max(float(np.abs(w32).max()), 1.0)
+            assert float(np.abs(g32 - w32).max()) <= 2e-2 * scale  # 16-bit rounding

@@ -224,6 +224,22 @@ def _conv_input_gradient(
     return _col2im(_taps(cotangent, matrix), tuple(kernel), stride, padding, dilation, input_sizes)
 
 
+def _mlx_conv(
+    x: mx.array, weight: mx.array, stride: _Ints, padding: _Ints, dilation: _Ints, groups: int
+) -> mx.array:
+    """`mx.conv_general` with these settings: fast on the CPU (and its weight gradient too)
+    with one group and no dilation.
+    """
+    return mx.conv_general(
+        x,
+        weight,
+        stride=list(stride),
+        padding=list(padding),
+        kernel_dilation=list(dilation),
+        groups=groups,
+    )
+
+
 @functools.lru_cache(maxsize=256)
 def _strided_conv(
     stride: _Ints, padding: _Ints, dilation: _Ints, groups: int
@@ -231,14 +247,7 @@ def _strided_conv(
     """`mx.conv_general` with these settings, its input gradient a `_col2im` sum."""
 
     def forward(x: mx.array, weight: mx.array) -> mx.array:
-        return mx.conv_general(
-            x,
-            weight,
-            stride=list(stride),
-            padding=list(padding),
-            kernel_dilation=list(dilation),
-            groups=groups,
-        )
+        return _mlx_conv(x, weight, stride, padding, dilation, groups)
 
     conv = mx.custom_function(forward)
 
@@ -287,14 +296,7 @@ def _strided_conv_transpose(
         sizes = x.shape[1:-1]
 
         def adjoint(kernel: mx.array) -> mx.array:
-            y = mx.conv_general(
-                cotangent,
-                kernel,
-                stride=list(stride),
-                padding=list(padding),
-                kernel_dilation=list(dilation),
-                groups=groups,
-            )
+            y = _mlx_conv(cotangent, kernel, stride, padding, dilation, groups)
             if y.shape[1:-1] == sizes:
                 return y
             produced = (slice(None), *(slice(0, n) for n in sizes))

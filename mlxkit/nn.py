@@ -227,9 +227,7 @@ def _conv_input_gradient(
 def _mlx_conv(
     x: mx.array, weight: mx.array, stride: _Ints, padding: _Ints, dilation: _Ints, groups: int
 ) -> mx.array:
-    """`mx.conv_general` with these settings: fast on the CPU (and its weight gradient too)
-    with one group and no dilation.
-    """
+    """`mx.conv_general`: fast on the CPU with one group and no dilation, weight gradient too."""
     return mx.conv_general(
         x,
         weight,

@@ -25,6 +25,7 @@ import statistics
 import sys
 import time
 from functools import partial
+from pathlib import Path
 
 import mlxkit  # noqa: F401  (the fast BLAS loads before mlx.core)
 from mlxkit import Trainer, _blas
@@ -414,7 +415,8 @@ def mode_profile(args) -> dict:
 
 def _shorten(line: str) -> str:
     """Drops the directories before the package in a pstats line."""
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+    checkout = str(Path(__file__).resolve().parent.parent) + "/"
+    for marker in ("site-packages/", checkout, "lib/python3.11/"):
         if marker in line:
             head, _, tail = line.partition(marker)
             line = head.rsplit(" ", 1)[0] + " " + tail

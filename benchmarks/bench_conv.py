@@ -44,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 LAYERS = [
     ("dcgan", "discriminator.conv1", "Conv2d", 1, 64, 4, 2, 1, (16, 28, 28, 1)),
     ("dcgan", "discriminator.conv2", "Conv2d", 64, 128, 4, 2, 1, (16, 14, 14, 64)),
+    ("dcgan", "generator.deconv1", "ConvTranspose2d", 256, 128, 5, 1, 2, (16, 7, 7, 256)),
     ("dcgan", "generator.deconv2", "ConvTranspose2d", 128, 64, 4, 2, 1, (16, 7, 7, 128)),
     ("dcgan", "generator.deconv3", "ConvTranspose2d", 64, 1, 4, 2, 1, (16, 14, 14, 64)),
     ("unet", "upconv4", "ConvTranspose2d", 128, 64, 2, 2, 0, (8, 4, 4, 128)),
@@ -54,6 +55,9 @@ LAYERS = [
     ("depth_resnet20", "conv1", "Conv2d", 3, 16, 7, 2, 3, (16, 64, 128, 3)),
     ("depth_resnet20", "layer2.0.conv1", "Conv2d", 16, 32, 3, 2, 1, (16, 32, 64, 16)),
     ("depth_resnet20", "layer4.0.conv1", "Conv2d", 64, 128, 3, 2, 1, (16, 8, 16, 64)),
+    ("depth_resnet20", "layer1.0.conv1", "Conv2d", 16, 16, 3, 1, 1, (16, 32, 64, 16)),
+    ("depth_resnet20", "conv_cat3", "Conv2d", 96, 64, 1, 1, 0, (16, 32, 64, 96)),
+    ("depth_resnet20", "output", "Conv2d", 64, 1, 1, 1, 0, (16, 64, 128, 64)),
 ]
 
 # (model, batch, image size): the examples' defaults; depth at the article's scale.

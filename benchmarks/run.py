@@ -91,6 +91,9 @@ FRAMEWORK_ENV = {
 # - mlxkit: identical weights, order and maths; only the compiled graphs differ.
 # - the peers: identical weights and order, other kernels and summation orders.
 TOLERANCE = {"mlxkit": 1e-3, "torch": 2e-2, "lightning": 2e-2, "keras-mlx": 2e-2}
+# The depth model's first epoch amplifies rounding: scaling its initial weights by 1 + 1e-6 in
+# MLX moves the loss after one epoch by 1.7%, so other kernels there get a wider criterion.
+PEER_TOLERANCE = {"depth": 5e-2}
 
 SETTINGS = {
     "full": {
@@ -436,6 +439,8 @@ def summarize(results: dict) -> dict:
             ]
             loss = _median([run["loss"] for run in items])
             tolerance = TOLERANCE.get(framework)
+            if tolerance is not None and framework != "mlxkit":
+                tolerance = max(tolerance, PEER_TOLERANCE.get(name, 0.0))
             difference = abs(loss - hand_loss) / abs(hand_loss) if hand_loss else float("nan")
             rows[framework] = {
                 "epoch_s": _median([run["epoch_s"] for run in items]),
@@ -903,7 +908,9 @@ def _method() -> list[str]:
         "gathering each batch, if anything an advantage to Keras).",
         "- Same-loss criteria, relative to the hand loop's loss after epoch 1: mlxkit 1e-3 "
         "(identical weights, order and maths; only the compiled graphs differ), the peers 2e-2 "
-        "(identical weights and order, other kernels and summation orders).",
+        "(identical weights and order, other kernels and summation orders), 5e-2 on depth, "
+        "whose first epoch amplifies rounding (initial weights scaled by 1 + 1e-6 move its "
+        "loss after one epoch by 1.7%).",
         "- The hand-written loop follows mlx-lm's trainer: one `mx.compile` with "
         "`inputs=outputs=[model.state, optimizer.state, mx.random.state, sums]`, batches gathered "
         "from device arrays, the loss and accuracy summed on the device, one `.item()` per "

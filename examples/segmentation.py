@@ -115,10 +115,13 @@ def parse_args() -> argparse.Namespace:
     if args.freeze_backbone and args.pretrained is None:
         parser.error("--freeze-backbone needs --pretrained FILE (a random backbone would stay so)")
     if args.quick:
-        # Enough steps (8 epochs of 8 batches, about a second each) to find people, not only
-        # background: the smoke test checks the person IoU beats the all-background baseline.
-        args.epochs, args.batch_size, args.size, args.timing_frames = 8, 4, 32, 2
-        args.num_train, args.num_val = 32, 8
+        # Enough to find people, not only background: the smoke test checks the person IoU beats
+        # the all-background baseline, which held for seeds 0-5 (at 32x32 and 8 epochs, two of
+        # five seeds never left all-background). 12 epochs of 8 batches, ~0.6 s each; no early
+        # stop or learning-rate cut on the noise of 16 validation images.
+        args.epochs, args.batch_size, args.size, args.timing_frames = 12, 8, 48, 2
+        args.num_train, args.num_val = 64, 16
+        args.patience = args.lr_patience = args.epochs
     if args.size <= 0 or args.size % 16:
         parser.error(f"--size must be a positive multiple of 16. Received: --size {args.size}")
     return args

@@ -2,28 +2,34 @@
 
 MLX's CPU backend computes input-dilated convolutions slowly: the forward pass of a strided
 transposed convolution and the input gradient of a strided convolution (which is a transposed
-convolution) run 10-70x slower than a stride-1 convolution of the same size. Both are a stride-1
-convolution over a zero-inserted tensor, and that is how the layers here compute them in training
-mode on the CPU:
+convolution) run 10-100x slower than a stride-1 convolution of the same size. The layers here
+compute every such transposed convolution as one matrix product and a sum of shifted slices
+(`conv_transpose`: each input position times each kernel tap, added where that tap lands), which
+does only the multiplications that reach the output:
 
-- `Conv1d` / `Conv2d` with a stride > 1 keep MLX's forward (which is fast) and give it a custom
-  VJP whose input gradient is the zero-inserted output gradient convolved at stride 1 with the
-  flipped, channel-swapped kernel; the weight gradient is MLX's own.
-- `ConvTranspose1d` / `ConvTranspose2d` with a stride > 1 zero-insert the input and convolve at
-  stride 1 with the flipped kernel; the gradients of that formulation are fast as they come.
+- `Conv1d` / `Conv2d` with a stride > 1 keep MLX's forward and weight gradient (both fast) and
+  get a custom VJP whose input gradient is that transposed convolution of the output gradient.
+- `ConvTranspose1d` / `ConvTranspose2d` with a stride > 1 compute their forward pass that way;
+  their custom VJP takes the input gradient as MLX's strided convolution of the output gradient
+  (the adjoint of the forward pass) and the weight gradient as MLX's weight gradient of that same
+  convolution, both fast.
+- Unpadded one-group 1x1 convolutions (`Conv1d` / `Conv2d`, any stride) are the matrix product
+  they are: MLX's CPU op copies the input into a patch matrix first, 3-6x slower.
 
-Everywhere else they run MLX's own ops: at stride 1, on a GPU, where the stride-1 convolution
-would produce fewer than 8 channels (MLX's CPU kernel is slow there too: a transposed conv to one
-channel, the input gradient of an RGB stem), and in eval mode. Eval mode is included because the
-exporters put models in it: `mx.export_function` cannot serialize a custom VJP, and the Core ML
-exporter lowers MLX's own convolutions to `conv` / `conv_transpose`. The layers subclass the
-`mlx.nn` ones, so parameters, state-dict keys, `isinstance` checks and checkpoints are shared;
-`accelerate(model)` switches a model's `mlx.nn` convolutions over.
+Everywhere else they run MLX's own ops: other stride-1 convolutions (no formulation in MLX ops
+measured faster), stride-1 transposed convolutions, on a GPU, and in eval mode.
+Eval mode is included because the exporters put models in it: `mx.export_function` cannot
+serialize a custom VJP, and the Core ML exporter lowers MLX's own convolutions to `conv` /
+`conv_transpose`. The layers subclass the `mlx.nn` ones, so parameters, state-dict keys,
+`isinstance` checks and checkpoints are shared; `accelerate(model)` switches a model's `mlx.nn`
+convolutions over.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 from collections.abc import Callable, Sequence
 from typing import cast
 
@@ -46,57 +52,102 @@ def _per_axis(value: int | Sequence[int], spatial: int) -> _Ints:
     return (value,) * spatial if isinstance(value, int) else tuple(value)
 
 
-# MLX's stride-1 CPU convolution is slow when it produces only a few channels: there the
-# reformulation loses (a 64 -> 1 transposed conv, the input gradient of a 3 -> 64 stem conv in
-# benchmarks/bench_conv.py), so fewer channels than this keep MLX's own op.
-_MIN_CHANNELS = 8
+def _fast_path_applies(layer: nn.Module) -> bool:
+    """Whether `layer` may run the formulations here: in training mode, on the CPU.
 
-
-def _fast_path_applies(layer: nn.Module, stride: _Ints, produced_channels: int) -> bool:
-    """Whether `layer` should run the stride-1 formulation: training, strided, on the CPU.
-
-    `produced_channels` is the channel count (per group) of the stride-1 convolution it would
-    run. Only the CPU was measured faster (benchmarks/bench_conv.py); GPUs keep MLX's op.
+    Only the CPU was measured faster (benchmarks/bench_conv.py); GPUs keep MLX's ops.
     """
-    return (
-        layer.training
-        and any(s > 1 for s in stride)
-        and produced_channels >= _MIN_CHANNELS
-        and mx.default_device() == mx.cpu
-    )
+    return layer.training and mx.default_device() == mx.cpu
 
 
-def _zero_insert(x: mx.array, stride: _Ints) -> mx.array:
-    """Puts `stride - 1` zeros between neighbouring positions of each spatial axis of `x`."""
-    sizes = [(n - 1) * s + 1 for n, s in zip(x.shape[1:-1], stride)]
-    dilated = mx.zeros((x.shape[0], *sizes, x.shape[-1]), dtype=x.dtype)
-    every = (slice(None), *(slice(None, None, s) for s in stride))
-    dilated[every] = x
-    return dilated
+def _pointwise_conv(x: mx.array, weight: mx.array, stride: _Ints) -> mx.array:
+    """An unpadded one-group 1x1 convolution as the matrix product it is.
+
+    MLX's CPU op first copies the input into a patch matrix, which for a 1x1 kernel is the
+    input itself: the product alone is 3-6x faster, forward and backward.
+    """
+    if any(s > 1 for s in stride):
+        every = (slice(None), *(slice(None, None, s) for s in stride))
+        x = x[every]
+    *outer, channels = x.shape
+    y = x.reshape(-1, channels) @ weight.reshape(weight.shape[0], channels).T
+    return y.reshape(*outer, weight.shape[0])
 
 
-def _stride_one_conv(
-    x: mx.array,
-    weight: mx.array,
-    pad_lo: Sequence[int],
-    pad_hi: Sequence[int],
+def _swap_channels(weight: mx.array, groups: int) -> mx.array:
+    """`(A, *K, B / groups)` -> `(B, *K, A / groups)`, group by group (its own inverse).
+
+    Turns a transposed convolution's kernel into the kernel of the convolution it is the
+    adjoint of, and back.
+    """
+    a, *kernel, b_group = weight.shape
+    grouped = weight.reshape(groups, a // groups, *kernel, b_group)
+    last = grouped.ndim - 1
+    grouped = grouped.transpose(0, last, *range(2, last), 1)
+    return grouped.reshape(groups * b_group, *kernel, a // groups)
+
+
+def _taps(x: mx.array, weight: mx.array) -> mx.array:
+    """Each position of `x` times each kernel tap: `(N, *L, C_x)` -> `(N, *L, taps, C_y)`.
+
+    `weight` is `(groups, C_x / groups, taps, C_y / groups)`; one matrix product per group.
+    """
+    n, *lengths, channels = x.shape
+    groups, _, taps, produced = weight.shape
+    if groups == 1:
+        products = x.reshape(-1, channels) @ weight.reshape(channels, taps * produced)
+        return products.reshape(n, *lengths, taps, produced)
+    rows = x.reshape(-1, groups, channels // groups).swapaxes(0, 1)
+    products = rows @ weight.reshape(groups, channels // groups, taps * produced)
+    products = products.reshape(groups, -1, taps, produced).transpose(1, 2, 0, 3)
+    return products.reshape(n, *lengths, taps, groups * produced)
+
+
+def _col2im(
+    products: mx.array,
+    kernel: _Ints,
+    stride: _Ints,
+    padding: _Ints,
     dilation: _Ints,
-    groups: int,
+    sizes: _Ints,
 ) -> mx.array:
-    """Stride-1 convolution with the flipped kernel; negative padding crops `x`."""
-    crop = tuple(
-        slice(max(-lo, 0), n - max(-hi, 0)) for n, lo, hi in zip(x.shape[1:-1], pad_lo, pad_hi)
+    """Adds each tap's products where it lands: `y[s * o + d * k - p] += products[o, k]`.
+
+    `products` is `(N, *L, taps, C)` from `_taps`; returns `(N, *sizes, C)`. Output positions
+    are split by their remainder modulo the stride (a phase): a tap lands on one phase only, so
+    each phase is a sum of shifted, unstrided slices, and the phases are interleaved at the end.
+    """
+    n, *lengths, _, channels = products.shape
+    # Each phase covers quotients `first .. first + count - 1` of padded positions s * q + r.
+    first = [p // s for p, s in zip(padding, stride)]
+    counts = [(p + size - 1) // s - f + 1 for p, size, s, f in zip(padding, sizes, stride, first)]
+    phases: dict[_Ints, mx.array] = {}
+    for index, tap in enumerate(itertools.product(*map(range, kernel))):
+        offsets = [d * k for d, k in zip(dilation, tap)]
+        phase = tuple(o % s for o, s in zip(offsets, stride))
+        # Input position o lands on quotient o + offset // s: row o + lo of the phase.
+        lo = [o // s - f for o, s, f in zip(offsets, stride, first)]
+        hi = [c - m - a for c, m, a in zip(counts, lengths, lo)]
+        keep = [slice(max(-a, 0), m - max(-b, 0)) for a, b, m in zip(lo, hi, lengths)]
+        if any(k.start >= k.stop for k in keep):
+            continue  # this tap lands only outside the output
+        inside = (slice(None), *keep, index)
+        part = products[inside]
+        part = mx.pad(part, [(0, 0), *((max(a, 0), max(b, 0)) for a, b in zip(lo, hi)), (0, 0)])
+        phases[phase] = phases[phase] + part if phase in phases else part
+    zeros = mx.zeros((n, *counts, channels), dtype=products.dtype)
+    stacked = mx.stack(
+        [phases.get(phase, zeros) for phase in itertools.product(*map(range, stride))]
     )
-    inside = (slice(None), *crop)
-    x = x[inside]
-    return mx.conv_general(
-        x,
-        weight,
-        padding=([max(p, 0) for p in pad_lo], [max(p, 0) for p in pad_hi]),
-        kernel_dilation=list(dilation),
-        groups=groups,
-        flip=True,
-    )
+    # (prod(s), N, *counts, C) -> (N, counts_0 * s_0, ..., C): interleave the phases.
+    spatial = len(kernel)
+    stacked = stacked.reshape(*stride, n, *counts, channels)
+    order = [spatial, *itertools.chain(*((spatial + 1 + i, i) for i in range(spatial)))]
+    woven = stacked.transpose(*order, stacked.ndim - 1)
+    woven = woven.reshape(n, *(c * s for c, s in zip(counts, stride)), channels)
+    start = [p - s * f for p, s, f in zip(padding, stride, first)]
+    window = (slice(None), *(slice(b, b + size) for b, size in zip(start, sizes)))
+    return woven[window]
 
 
 def conv_transpose(
@@ -109,11 +160,13 @@ def conv_transpose(
     output_padding: _Ints,
     groups: int = 1,
 ) -> mx.array:
-    """`mx.conv_transpose{1,2,3}d` as a stride-1 convolution of the zero-inserted input.
+    """`mx.conv_transpose{1,2,3}d` as one matrix product and a sum of shifted slices.
 
-    Fast on the CPU for any stride, and so are its gradients. Equal to MLX's op to float32
-    rounding; padding beyond the kernel's span `dilation * (kernel - 1)` is computed correctly
-    here, where MLX 0.32's op returns a wrongly sized output.
+    Fast on the CPU for any stride, dilation and group count (MLX's op computes strided ones
+    as an input-dilated convolution, its slowest CPU path), and differentiable as it stands.
+    Equal to MLX's op to float32 rounding; padding beyond the kernel's span
+    `dilation * (kernel - 1)` is computed correctly here, where MLX 0.32's op returns a wrongly
+    sized output.
 
     Args:
         x: Input `(N, *spatial, C_in)`.
@@ -125,7 +178,11 @@ def conv_transpose(
         groups: The number of groups.
 
     Returns:
-        The output `(N, *spatial_out, C_out)`.
+        The output `(N, *spatial_out, C_out)`, each spatial size
+        `(L - 1) * stride - 2 * padding + dilation * (kernel - 1) + 1 + output_padding`.
+
+    Raises:
+        ValueError: If that size is below 1 on some axis.
 
     Example:
         >>> import mlx.core as mx
@@ -135,17 +192,26 @@ def conv_transpose(
         >>> conv_transpose(x, w, stride=(2, 2), padding=(0, 0), **ones).shape
         (1, 6, 6, 4)
     """
-    kernel = weight.shape[1:-1]
-    span = [d * (k - 1) for k, d in zip(kernel, dilation)]
-    pad_lo = [s - p for s, p in zip(span, padding)]
-    pad_hi = [s - p + o for s, p, o in zip(span, padding, output_padding)]
-    return _stride_one_conv(_zero_insert(x, stride), weight, pad_lo, pad_hi, dilation, groups)
+    c_out, *kernel, c_in_group = weight.shape
+    settings = zip(x.shape[1:-1], kernel, stride, padding, dilation, output_padding)
+    sizes = tuple((n - 1) * s - 2 * p + d * (k - 1) + 1 + o for n, k, s, p, d, o in settings)
+    if min(sizes) < 1:
+        raise ValueError(
+            "conv_transpose: the settings give an empty output. Received: "
+            f"input {x.shape}, kernel {tuple(kernel)}, stride={stride}, padding={padding}, "
+            f"dilation={dilation}, output_padding={output_padding}: output sizes {sizes}; "
+            "expected every size >= 1."
+        )
+    # (C_out, *K, C_in/g) -> (g, C_in/g, taps, C_out/g): input channels -> taps x output channels.
+    taps = math.prod(kernel)
+    matrix = weight.reshape(groups, c_out // groups, taps, c_in_group).transpose(0, 3, 2, 1)
+    return _col2im(_taps(x, matrix), tuple(kernel), stride, padding, dilation, sizes)
 
 
 def _conv_input_gradient(
     cotangent: mx.array,
     weight: mx.array,
-    input_sizes: Sequence[int],
+    input_sizes: _Ints,
     stride: _Ints,
     padding: _Ints,
     dilation: _Ints,
@@ -153,30 +219,64 @@ def _conv_input_gradient(
 ) -> mx.array:
     """The gradient of `conv_general(x, weight, stride, ...)` with respect to `x`."""
     c_out, *kernel, c_in_group = weight.shape
-    # (C_out, *K, C_in/g) -> (C_in, *K, C_out/g), group by group.
-    swapped = weight.reshape(groups, c_out // groups, *kernel, c_in_group)
-    last = swapped.ndim - 1
-    swapped = swapped.transpose(0, last, *range(2, last), 1)
-    swapped = swapped.reshape(groups * c_in_group, *kernel, c_out // groups)
-    dilated = _zero_insert(cotangent, stride)
-    pad_lo = [d * (k - 1) - p for k, d, p in zip(kernel, dilation, padding)]
-    pad_hi = [n + p - m for n, p, m in zip(input_sizes, padding, dilated.shape[1:-1])]
-    return _stride_one_conv(dilated, swapped, pad_lo, pad_hi, dilation, groups)
+    # Each output position's gradient goes back through every tap: C_out -> taps x C_in.
+    matrix = weight.reshape(groups, c_out // groups, math.prod(kernel), c_in_group)
+    return _col2im(_taps(cotangent, matrix), tuple(kernel), stride, padding, dilation, input_sizes)
+
+
+def _mlx_conv(
+    x: mx.array, weight: mx.array, stride: _Ints, padding: _Ints, dilation: _Ints, groups: int
+) -> mx.array:
+    """`mx.conv_general`: fast on the CPU with one group and no dilation, weight gradient too."""
+    return mx.conv_general(
+        x,
+        weight,
+        stride=list(stride),
+        padding=list(padding),
+        kernel_dilation=list(dilation),
+        groups=groups,
+    )
 
 
 @functools.lru_cache(maxsize=256)
 def _strided_conv(
     stride: _Ints, padding: _Ints, dilation: _Ints, groups: int
 ) -> Callable[[mx.array, mx.array], mx.array]:
-    """`mx.conv_general` with these settings, its input gradient computed at stride 1."""
+    """`mx.conv_general` with these settings, its input gradient a `_col2im` sum."""
 
     def forward(x: mx.array, weight: mx.array) -> mx.array:
-        return mx.conv_general(
+        return _mlx_conv(x, weight, stride, padding, dilation, groups)
+
+    conv = mx.custom_function(forward)
+
+    @conv.vjp
+    def backward(
+        primals: tuple[mx.array, mx.array], cotangent: mx.array, output: mx.array
+    ) -> tuple[mx.array, mx.array]:
+        x, weight = primals
+        dx = _conv_input_gradient(
+            cotangent, weight, tuple(x.shape[1:-1]), stride, padding, dilation, groups
+        )
+        _, (dweight,) = mx.vjp(lambda w: forward(x, w), [weight], [cotangent])
+        return dx, dweight
+
+    return cast(Callable[[mx.array, mx.array], mx.array], conv)
+
+
+@functools.lru_cache(maxsize=256)
+def _strided_conv_transpose(
+    stride: _Ints, padding: _Ints, dilation: _Ints, output_padding: _Ints, groups: int
+) -> Callable[[mx.array, mx.array], mx.array]:
+    """`conv_transpose` with these settings, differentiated through its adjoint convolution."""
+
+    def forward(x: mx.array, weight: mx.array) -> mx.array:
+        return conv_transpose(
             x,
             weight,
-            stride=list(stride),
-            padding=list(padding),
-            kernel_dilation=list(dilation),
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            output_padding=output_padding,
             groups=groups,
         )
 
@@ -187,11 +287,23 @@ def _strided_conv(
         primals: tuple[mx.array, mx.array], cotangent: mx.array, output: mx.array
     ) -> tuple[mx.array, mx.array]:
         x, weight = primals
-        dx = _conv_input_gradient(
-            cotangent, weight, x.shape[1:-1], stride, padding, dilation, groups
-        )
-        _, (dweight,) = mx.vjp(lambda w: forward(x, w), [weight], [cotangent])
-        return dx, dweight
+        # The forward pass is the adjoint of a strided convolution with the channel-swapped
+        # kernel. That convolution of the cotangent is the input gradient, and its weight
+        # gradient against `x` is the weight gradient; MLX computes both fast. It has one row
+        # too many per `stride` of output padding: rows no input position produced.
+        sizes = x.shape[1:-1]
+
+        def adjoint(kernel: mx.array) -> mx.array:
+            y = _mlx_conv(cotangent, kernel, stride, padding, dilation, groups)
+            if y.shape[1:-1] == sizes:
+                return y
+            produced = (slice(None), *(slice(0, n) for n in sizes))
+            return y[produced]
+
+        swapped = _swap_channels(weight, groups)
+        dx = adjoint(swapped)
+        _, (dswapped,) = mx.vjp(adjoint, [swapped], [x])
+        return dx, _swap_channels(dswapped, groups)
 
     return cast(Callable[[mx.array, mx.array], mx.array], conv)
 
@@ -199,19 +311,19 @@ def _strided_conv(
 def _call_conv(
     layer: nn.Conv1d | nn.Conv2d, x: mx.array, native: Callable[[mx.array], mx.array]
 ) -> mx.array:
-    """The forward pass of `Conv1d` / `Conv2d`: `native` unless the fast path applies."""
+    """The forward pass of `Conv1d` / `Conv2d`: `native` unless a fast path applies."""
     spatial = layer.weight.ndim - 2
     stride = _per_axis(layer.stride, spatial)
-    # The input gradient is a convolution producing the layer's input channels.
-    if not _fast_path_applies(layer, stride, layer.weight.shape[-1]):
+    padding = _per_axis(layer.padding, spatial)
+    if not _fast_path_applies(layer):
         return native(x)
-    conv = _strided_conv(
-        stride,
-        _per_axis(layer.padding, spatial),
-        _per_axis(layer.dilation, spatial),
-        layer.groups,
-    )
-    y = conv(x, layer.weight)
+    if layer.weight.shape[1:-1] == (1,) * spatial and layer.groups == 1 and not any(padding):
+        y = _pointwise_conv(x, layer.weight, stride)
+    elif any(s > 1 for s in stride):
+        conv = _strided_conv(stride, padding, _per_axis(layer.dilation, spatial), layer.groups)
+        y = conv(x, layer.weight)
+    else:
+        return native(x)  # MLX's stride-1 convolution is as fast as any formulation here
     return y + layer.bias if "bias" in layer else y
 
 
@@ -228,25 +340,23 @@ def _call_conv_transpose(
     spans = [d * (k - 1) for k, d in zip(layer.weight.shape[1:-1], dilation)]
     # MLX 0.32's own op gives a wrongly sized output when the padding exceeds the kernel's span;
     # staying with it there keeps the twins interchangeable.
-    fast = _fast_path_applies(layer, stride, layer.weight.shape[0])
-    if not fast or any(p > s for p, s in zip(padding, spans)):
+    strided = any(s > 1 for s in stride)
+    fits = all(p <= s for p, s in zip(padding, spans))
+    if not (_fast_path_applies(layer) and strided and fits):
         return native(x)
-    y = conv_transpose(
-        x,
-        layer.weight,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        output_padding=_per_axis(layer.output_padding, spatial),
+    # `mlx.nn`'s transposed convolutions have no groups.
+    conv = _strided_conv_transpose(
+        stride, padding, dilation, _per_axis(layer.output_padding, spatial), 1
     )
+    y = conv(x, layer.weight)
     return y + layer.bias if "bias" in layer else y
 
 
 class Conv1d(nn.Conv1d):
-    """`mlx.nn.Conv1d` whose strided input gradient is fast on the CPU.
+    """`mlx.nn.Conv1d` that trains faster on the CPU when strided or 1x1.
 
-    Same arguments, parameters and checkpoint keys as `mlx.nn.Conv1d` (see the module docstring
-    for when the fast formulation is used).
+    Same arguments, parameters and checkpoint keys as `mlx.nn.Conv1d` (see `Conv2d` and the
+    module docstring for when the fast formulations are used).
 
     Example:
         >>> import mlx.core as mx
@@ -260,11 +370,12 @@ class Conv1d(nn.Conv1d):
 
 
 class Conv2d(nn.Conv2d):
-    """`mlx.nn.Conv2d` whose strided input gradient is fast on the CPU.
+    """`mlx.nn.Conv2d` that trains faster on the CPU when strided or 1x1.
 
     Same arguments, parameters and checkpoint keys as `mlx.nn.Conv2d`. In training mode on the
-    CPU, with a stride > 1, the forward pass is MLX's and the input gradient is a stride-1
-    convolution of the zero-inserted output gradient (see the module docstring).
+    CPU, with a stride > 1, the forward pass is MLX's and the input gradient is a transposed
+    convolution computed by `conv_transpose`'s method; an unpadded one-group 1x1 convolution is
+    a matrix product (see the module docstring).
 
     Example:
         >>> import mlx.core as mx
@@ -278,9 +389,10 @@ class Conv2d(nn.Conv2d):
 
 
 class ConvTranspose1d(nn.ConvTranspose1d):
-    """`mlx.nn.ConvTranspose1d` computed as a stride-1 convolution when strided, on the CPU.
+    """`mlx.nn.ConvTranspose1d` that trains faster on the CPU when strided.
 
-    Same arguments, parameters and checkpoint keys as `mlx.nn.ConvTranspose1d`.
+    Same arguments, parameters and checkpoint keys as `mlx.nn.ConvTranspose1d` (see
+    `ConvTranspose2d`).
 
     Example:
         >>> import mlx.core as mx
@@ -294,11 +406,12 @@ class ConvTranspose1d(nn.ConvTranspose1d):
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
-    """`mlx.nn.ConvTranspose2d` computed as a stride-1 convolution when strided, on the CPU.
+    """`mlx.nn.ConvTranspose2d` that trains faster on the CPU when strided.
 
     Same arguments, parameters and checkpoint keys as `mlx.nn.ConvTranspose2d`. In training mode
-    on the CPU, with a stride > 1, the input is zero-inserted and convolved at stride 1 with the
-    flipped kernel (see the module docstring).
+    on the CPU, with a stride > 1, the forward pass is `conv_transpose` and the gradients are
+    MLX's strided convolution of the output gradient (the adjoint) and MLX's weight gradient of
+    it (see the module docstring).
 
     Example:
         >>> import mlx.core as mx

@@ -90,6 +90,12 @@ CONV2D_CASES = [
     (2, 1, 1, 4, 3, (9, 9)),  # depthwise, as in MobileNet
     (1, 1, 1, 1, 3, (6, 5)),  # stride 1: MLX's op
 ]
+FEW_CHANNEL_CASES = [
+    # (input channels, stride, padding, kernel, input H x W): RGB / grayscale stems
+    (3, 2, 3, 7, (13, 12)),
+    (1, 2, 1, 4, (14, 14)),
+    (3, (2, 3), 1, (3, 2), (9, 10)),
+]
 
 
 @pytest.mark.parametrize(
@@ -100,10 +106,27 @@ def test_conv2d_matches_mlx(
 ) -> None:
     mx.random.seed(0)
     settings = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    channels = 4 if groups == 4 else 16  # 4 groups: depthwise, too few channels: MLX's op
+    channels = 4 if groups == 4 else 16  # 4 groups of one channel: depthwise
     native = nn.Conv2d(channels, 8, kernel, **settings)
     fast = knn.Conv2d(channels, 8, kernel, **settings)
     _twins(native, fast, mx.random.normal((2, *size, channels)))
+
+
+@pytest.mark.parametrize(("channels", "stride", "padding", "kernel", "size"), FEW_CHANNEL_CASES)
+def test_conv2d_with_few_input_channels_matches_mlx(
+    channels: int, stride: Any, padding: int, kernel: Any, size: tuple[int, int]
+) -> None:
+    mx.random.seed(0)
+    native = nn.Conv2d(channels, 8, kernel, stride=stride, padding=padding)
+    fast = knn.Conv2d(channels, 8, kernel, stride=stride, padding=padding)
+    _twins(native, fast, mx.random.normal((2, *size, channels)))
+
+
+def test_conv_transpose2d_to_one_channel_matches_mlx() -> None:
+    mx.random.seed(0)  # the DCGAN generator's last layer
+    native = nn.ConvTranspose2d(8, 1, 4, stride=2, padding=1)
+    fast = knn.ConvTranspose2d(8, 1, 4, stride=2, padding=1)
+    _twins(native, fast, mx.random.normal((2, 7, 7, 8)))
 
 
 CONV_TRANSPOSE2D_CASES = [
@@ -142,7 +165,9 @@ def test_conv1d_matches_mlx(stride: int, padding: int, dilation: int, groups: in
     _twins(native, fast, mx.random.normal((2, 13, 16)))
 
 
-@pytest.mark.parametrize(("stride", "padding", "output_padding"), [(2, 1, 1), (3, 0, 2), (2, 2, 0)])
+@pytest.mark.parametrize(
+    ("stride", "padding", "output_padding"), [(2, 1, 1), (3, 0, 2), (2, 2, 0), (2, 0, 3)]
+)
 def test_conv_transpose1d_matches_mlx(stride: int, padding: int, output_padding: int) -> None:
     mx.random.seed(0)
     settings = dict(stride=stride, padding=padding, output_padding=output_padding)
@@ -152,24 +177,141 @@ def test_conv_transpose1d_matches_mlx(stride: int, padding: int, output_padding:
 
 
 @pytest.mark.parametrize(
-    ("layer", "shape", "used"),
+    ("layer", "shape", "route"),
     [
-        (knn.Conv2d(16, 8, 3, stride=2), (1, 7, 7, 16), True),
-        (knn.ConvTranspose2d(8, 8, 3, stride=2), (1, 4, 4, 8), True),
-        (knn.Conv2d(16, 8, 3), (1, 7, 7, 16), False),  # stride 1
-        (knn.Conv2d(3, 8, 3, stride=2), (1, 7, 7, 3), False),  # 3 input channels
-        (knn.ConvTranspose2d(8, 1, 3, stride=2), (1, 4, 4, 8), False),  # 1 output channel
+        (knn.Conv2d(16, 8, 3, stride=2), (1, 7, 7, 16), "_col2im"),
+        (knn.ConvTranspose2d(8, 8, 3, stride=2), (1, 4, 4, 8), "_col2im"),
+        (knn.Conv2d(16, 8, 3), (1, 7, 7, 16), None),  # stride 1
+        (knn.ConvTranspose2d(8, 8, 3), (1, 4, 4, 8), None),  # stride 1
+        (knn.Conv2d(3, 8, 3, stride=2), (1, 7, 7, 3), "_col2im"),  # 3 input channels
+        (knn.ConvTranspose2d(8, 1, 3, stride=2), (1, 4, 4, 8), "_col2im"),  # 1 output channel
+        (knn.Conv2d(16, 8, 1), (1, 7, 7, 16), "_pointwise_conv"),
+        (knn.Conv2d(16, 8, 1, stride=2), (1, 7, 7, 16), "_pointwise_conv"),
+        (knn.Conv1d(16, 8, 1), (1, 7, 16), "_pointwise_conv"),
+        (knn.Conv2d(16, 8, 1, padding=1), (1, 7, 7, 16), None),  # padded 1x1: MLX's op
+        (knn.Conv2d(16, 8, 1, groups=2), (1, 7, 7, 16), None),  # grouped 1x1: MLX's op
     ],
 )
-def test_fast_path_is_taken_where_it_pays(layer: nn.Module, shape: Any, used: bool) -> None:
+def test_fast_path_is_taken_where_it_pays(layer: nn.Module, shape: Any, route: str | None) -> None:
     x = mx.random.normal(shape)
-    with mock.patch.object(knn, "_zero_insert", wraps=knn._zero_insert) as zero_insert:
+    routes = ("_col2im", "_pointwise_conv")
+    with (
+        mock.patch.object(knn, routes[0], wraps=getattr(knn, routes[0])) as col2im,
+        mock.patch.object(knn, routes[1], wraps=getattr(knn, routes[1])) as pointwise,
+    ):
         mx.eval(mx.grad(lambda x: layer(x).sum())(x))
-        assert zero_insert.called is used
-        zero_insert.reset_mock()
+        assert [col2im.called, pointwise.called] == [r == route for r in routes]
+        col2im.reset_mock()
+        pointwise.reset_mock()
         layer.eval()
         mx.eval(mx.grad(lambda x: layer(x).sum())(x))
-        assert not zero_insert.called  # eval mode: MLX's own ops, as the exporters need
+        # Eval mode: MLX's own ops, as the exporters need.
+        assert not col2im.called and not pointwise.called
+
+
+POINTWISE_CASES = [
+    # (stride, padding, groups, input H x W): 1x1 convolutions
+    (1, 0, 1, (6, 5)),
+    (2, 0, 1, (7, 8)),
+    ((1, 3), 0, 1, (5, 7)),
+    (1, 1, 1, (4, 4)),  # padded: MLX's op
+    (2, 0, 2, (6, 6)),  # grouped: the strided route
+]
+
+
+@pytest.mark.parametrize(("stride", "padding", "groups", "size"), POINTWISE_CASES)
+def test_conv2d_1x1_matches_mlx(stride: Any, padding: int, groups: int, size: Any) -> None:
+    mx.random.seed(0)
+    settings = dict(stride=stride, padding=padding, groups=groups)
+    native, fast = nn.Conv2d(16, 8, 1, **settings), knn.Conv2d(16, 8, 1, **settings)
+    _twins(native, fast, mx.random.normal((2, *size, 16)))
+
+
+def test_conv1d_1x1_matches_mlx() -> None:
+    mx.random.seed(0)
+    native, fast = (
+        nn.Conv1d(6, 4, 1, stride=2, bias=False),
+        knn.Conv1d(6, 4, 1, stride=2, bias=False),
+    )
+    x = mx.random.normal((2, 9, 6))
+    fast.update(native.parameters())
+    want, got = _outputs_and_gradients(native, x), _outputs_and_gradients(fast, x)
+    want[1] = _input_gradient_from_forward(native, x)
+    assert all(_close(g, w) for g, w in zip(got, want))
+
+
+def _numpy_conv_transpose(
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    output_padding: Any,
+    groups: int,
+) -> np.ndarray:
+    """The definition, one scatter per input position and tap: y[s*o + d*k - p] += x[o] W[k]."""
+    n, *lengths, _ = x.shape
+    c_out, *kernel, c_in_group = weight.shape
+    sizes = [
+        (m - 1) * s - 2 * p + d * (k - 1) + 1 + o
+        for m, k, s, p, d, o in zip(lengths, kernel, stride, padding, dilation, output_padding)
+    ]
+    y = np.zeros((n, *sizes, c_out))
+    per_group = c_out // groups
+    for position in itertools.product(*map(range, lengths)):
+        for tap in itertools.product(*map(range, kernel)):
+            at = [
+                s * o + d * k - p for o, k, s, p, d in zip(position, tap, stride, padding, dilation)
+            ]
+            if not all(0 <= a < size for a, size in zip(at, sizes)):
+                continue
+            for g in range(groups):
+                inputs = x[(slice(None), *position, slice(g * c_in_group, (g + 1) * c_in_group))]
+                kernel_tap = weight[(slice(g * per_group, (g + 1) * per_group), *tap)]
+                y[(slice(None), *at, slice(g * per_group, (g + 1) * per_group))] += (
+                    inputs @ kernel_tap.T
+                )
+    return y
+
+
+def test_conv_transpose_function_matches_its_definition() -> None:
+    """Random 1-D and 2-D settings against the NumPy scatter above (independent of MLX)."""
+    rng = np.random.default_rng(0)
+    for case in range(60):
+        spatial = 1 + case % 2
+        kernel = tuple(int(k) for k in rng.integers(1, 5, spatial))
+        stride = tuple(int(s) for s in rng.integers(1, 4, spatial))
+        dilation = tuple(int(d) for d in rng.integers(1, 3, spatial))
+        padding = tuple(int(rng.integers(0, d * (k - 1) + 1)) for k, d in zip(kernel, dilation))
+        output_padding = tuple(int(rng.integers(0, s)) for s in stride)
+        groups = int(rng.choice([1, 2]))
+        lengths = tuple(int(m) for m in rng.integers(1, 6, spatial))
+        x = rng.standard_normal((2, *lengths, 2 * groups)).astype(np.float32)
+        weight = rng.standard_normal((3 * groups, *kernel, 2)).astype(np.float32)
+        settings = dict(
+            stride=stride, padding=padding, dilation=dilation, output_padding=output_padding
+        )
+        sizes = [
+            (m - 1) * s - 2 * p + d * (k - 1) + 1 + o
+            for m, k, s, p, d, o in zip(lengths, kernel, stride, padding, dilation, output_padding)
+        ]
+        if min(sizes) < 1:
+            continue  # an empty output: refused (next test)
+        want = _numpy_conv_transpose(x, weight, groups=groups, **settings)
+        got = knn.conv_transpose(mx.array(x), mx.array(weight), groups=groups, **settings)
+        assert _close(got, mx.array(want.astype(np.float32))), (case, settings, groups)
+
+
+def test_conv_transpose_function_rejects_settings_with_an_empty_output() -> None:
+    with pytest.raises(ValueError, match=r"empty output.*padding=\(2,\).*expected every size"):
+        knn.conv_transpose(
+            mx.ones((1, 1, 2)),
+            mx.ones((2, 1, 2)),
+            stride=(1,),
+            padding=(2,),
+            dilation=(1,),
+            output_padding=(0,),
+        )
 
 
 def test_conv_transpose_function_matches_mx_conv_transpose2d_with_groups() -> None:
@@ -300,3 +442,28 @@ def test_core_ml_export_lowers_to_conv_and_conv_transpose(tmp_path: Any) -> None
     assert result.report.op_counts.get("conv_transpose", 0) == 1
     got = run_mlpackage_numpy(result.path, [np.array(x)])["output"]
     assert _close(mx.array(got), model(x))
+
+
+@pytest.mark.parametrize("dtype", [mx.bfloat16, mx.float16])
+def test_strided_layers_in_half_precision_match_mlx(dtype: mx.Dtype) -> None:
+    """Mixed precision runs the layers in 16-bit: outputs and gradients keep the dtype."""
+    mx.random.seed(0)
+    for native, fast, shape in [
+        (nn.Conv2d(8, 6, 3, stride=2, padding=1), knn.Conv2d(8, 6, 3, stride=2, padding=1), 9),
+        (
+            nn.ConvTranspose2d(8, 6, 4, stride=2, padding=1),
+            knn.ConvTranspose2d(8, 6, 4, stride=2, padding=1),
+            5,
+        ),
+        (nn.Conv2d(8, 6, 1), knn.Conv2d(8, 6, 1), 6),
+    ]:
+        fast.update(native.parameters())
+        native.set_dtype(dtype)
+        fast.set_dtype(dtype)
+        x = mx.random.normal((2, shape, shape, 8)).astype(dtype)
+        want, got = _outputs_and_gradients(native, x), _outputs_and_gradients(fast, x)
+        for w, g in zip(want, got):
+            assert g.dtype == w.dtype == dtype
+            w32, g32 = np.array(w.astype(mx.float32)), np.array(g.astype(mx.float32))
+            scale = max(float(np.abs(w32).max()), 1.0)
+            assert float(np.abs(g32 - w32).max()) <= 2e-2 * scale  # 16-bit rounding

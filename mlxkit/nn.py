@@ -64,7 +64,8 @@ def _pointwise_conv(x: mx.array, weight: mx.array, stride: _Ints) -> mx.array:
     """An unpadded one-group 1x1 convolution as the matrix product it is.
 
     MLX's CPU op first copies the input into a patch matrix, which for a 1x1 kernel is the
-    input itself: the product alone is 3-6x faster, forward and backward.
+    input itself: the product alone was 1.8x (96 -> 64 channels) to 24x (64 -> 1) faster
+    forward, 1.2x to 2.1x forward + backward (benchmarks/bench_conv.py).
     """
     if any(s > 1 for s in stride):
         every = (slice(None), *(slice(None, None, s) for s in stride))

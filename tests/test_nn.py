@@ -467,3 +467,17 @@ def test_strided_layers_in_half_precision_match_mlx(dtype: mx.Dtype) -> None:
             w32, g32 = np.array(w.astype(mx.float32)), np.array(g.astype(mx.float32))
             scale = max(float(np.abs(w32).max()), 1.0)
             assert float(np.abs(g32 - w32).max()) <= 2e-2 * scale  # 16-bit rounding
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_input_smaller_than_the_kernel_is_refused(training: bool) -> None:
+    # MLX's own layer returns arbitrary values here when strided (and raises at stride 1).
+    layer = knn.Conv2d(1, 3, (1, 5), stride=(2, 3), padding=(0, 1))
+    layer.train(training)
+    with pytest.raises(
+        ValueError,
+        match=r"Conv2d: the padded input is smaller than the kernel.*"
+        r"input shape \(1, 9, 1, 1\), padding=\(0, 1\).*>= \(1, 5\)",
+    ):
+        layer(mx.ones((1, 9, 1, 1)))
+    assert knn.Conv2d(1, 3, (1, 5), padding=(0, 2))(mx.ones((1, 9, 1, 1))).shape == (1, 9, 1, 3)

@@ -392,6 +392,21 @@ def test_model_checkpoint_keeps_exactly_the_top_k(tmp_path):
     ]
 
 
+def test_model_checkpoint_top_k_deletes_only_on_the_main_process(tmp_path, monkeypatch):
+    """Under data parallelism rank 0 writes the checkpoints; other ranks must not delete them."""
+    values = [0.5, 0.3, 0.4, 0.1]
+    template = tmp_path / "e{epoch:02d}-{val_metric:.2f}"
+    writer = ModelCheckpoint(template, monitor="val_metric", mode="min", save_top_k=4)
+    fit(make_trainer(0.2), epochs=4, callbacks=[inject("val_metric", values), writer])
+    written = sorted(os.listdir(tmp_path))
+    assert len(written) == 4
+    monkeypatch.setattr(Trainer, "is_main_process", property(lambda self: False))
+    other_rank = ModelCheckpoint(template, monitor="val_metric", mode="min", save_top_k=1)
+    fit(make_trainer(0.2), epochs=4, callbacks=[inject("val_metric", values), other_rank])
+    assert sorted(os.listdir(tmp_path)) == written  # nothing written, nothing deleted
+    assert other_rank.top_k == [(0.1, str(tmp_path / "e04-0.10"))]  # the ranking is kept
+
+
 def test_model_checkpoint_top_k_on_real_val_loss_with_a_template(tmp_path):
     trainer = make_trainer(0.3, metrics=["accuracy"])
     saver = ModelCheckpoint(
@@ -578,6 +593,19 @@ def test_csv_logger_widens_its_header_when_validation_starts_later(tmp_path):
     assert [row["val_loss"] for row in rows][::2] == ["NA", "NA"]  # Keras writes NA
     assert float(rows[1]["val_loss"]) == trainer.history.history["val_loss"][0]
     assert [float(row["loss"]) for row in rows] == trainer.history.history["loss"]
+
+
+def test_nan_messages_print_on_the_main_process_only(capsys, monkeypatch):
+    monkeypatch.setattr(Trainer, "is_main_process", property(lambda self: False))
+    x, y = make_data()
+    x[20] = np.nan
+    trainer = make_trainer()
+    trainer.fit(
+        x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[TerminateOnNaN()]
+    )
+    assert trainer.global_step == 2  # every rank stops
+    out = capsys.readouterr().out
+    assert "TerminateOnNaN: batch" not in out and "training loss was NaN" not in out
 
 
 def test_terminate_on_nan_stops_at_the_first_bad_batch(capsys):

@@ -222,7 +222,9 @@ class ModelCheckpoint(Callback):
         if self.save_top_k:
             self.top_k = [entry for entry in self.top_k if entry[1] != path] + [(current, path)]
             for _, old_path in self._ranked()[self.save_top_k :]:
-                if old_path != path:
+                # Every rank keeps the ranking (it is in the callback's state); only the rank
+                # that wrote the checkpoints deletes them.
+                if old_path != path and self.trainer.is_main_process:
                     remove_folder(old_path)
             self.top_k = self._ranked()[: self.save_top_k]
 

@@ -780,3 +780,11 @@ def test_verbose_callbacks_print_keras_messages(capsys, tmp_path):
     assert "Epoch 2: early stopping" in out
     assert "Restoring model weights from the end of the best epoch: 1." in out
     assert "Epoch 1: loss improved from None to " in out and "saving model to" in out
+
+
+def test_integer_arguments_take_numpy_integers(tmp_path):
+    assert EarlyStopping(patience=np.int64(3)).patience == 3
+    assert ReduceLROnPlateau(patience=np.int32(2), cooldown=np.int64(1)).cooldown == 1
+    saver = ModelCheckpoint(tmp_path / "m", save_top_k=np.int64(2), every_n_epochs=np.int8(2))
+    assert (saver.save_top_k, saver.every_n_epochs) == (2, 2)
+    assert type(saver.save_top_k) is int

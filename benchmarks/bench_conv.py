@@ -248,7 +248,13 @@ def main() -> None:
     peer = TorchPeer(python, specs, args.threads) if python else None
     print(
         f"MLX {mx.__version__} on {mx.default_device()}, {os.cpu_count()} cores; "
-        + (f"PyTorch CPU ({python}, {args.threads} threads)" if peer else "PyTorch: not installed")
+        + (
+            f"PyTorch CPU ({python}, {args.threads} threads)"
+            if peer
+            else "PyTorch left out (--no-torch)"
+            if args.no_torch
+            else "PyTorch: not installed"
+        )
         + f"; medians of {args.repeats} interleaved calls after one warm-up, in ms"
     )
     names = ["MLX", "mlxkit"] + (["torch"] if peer else [])

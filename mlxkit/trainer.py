@@ -1164,7 +1164,7 @@ class Trainer:
 
     def _report_bad_loss(self, epoch: int) -> None:
         first_bad = self.first_bad_step()
-        if first_bad is not None:
+        if first_bad is not None and self.is_main_process:  # the ranks share the loss
             print(
                 f"mlxkit: the training loss was NaN or infinite at epoch {epoch + 1}, "
                 f"step {first_bad + 1} (1-based). Lower the learning rate, clip gradients "

@@ -380,6 +380,31 @@ CASES: list[Any] = [
         ValueError,
         ["save_top_k=0"],
     ),
+    # A bool is not a count: every integer argument of the callbacks refuses True alike.
+    (
+        "ModelCheckpoint(save_top_k=True)",
+        lambda c: ModelCheckpoint(c.tmp / "m", save_top_k=True),
+        ValueError,
+        ["ModelCheckpoint", "save_top_k=True", "positive integer"],
+    ),
+    (
+        "EarlyStopping(patience=True)",
+        lambda c: EarlyStopping(patience=True),
+        ValueError,
+        ["EarlyStopping", "patience=True", "integer >= 0"],
+    ),
+    (
+        "ReduceLROnPlateau(cooldown=True)",
+        lambda c: ReduceLROnPlateau(cooldown=True),
+        ValueError,
+        ["ReduceLROnPlateau", "cooldown=True"],
+    ),
+    (
+        "BackupAndRestore(save_freq=True)",
+        lambda c: BackupAndRestore(c.tmp / "b", save_freq=True),
+        ValueError,
+        ["BackupAndRestore", "save_freq=True"],
+    ),
     (
         "ModelCheckpoint(every_n_epochs=0)",
         lambda c: ModelCheckpoint(c.tmp / "m", every_n_epochs=0),

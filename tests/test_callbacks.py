@@ -392,6 +392,21 @@ def test_model_checkpoint_keeps_exactly_the_top_k(tmp_path):
     ]
 
 
+def test_model_checkpoint_top_k_deletes_only_on_the_main_process(tmp_path, monkeypatch):
+    """Under data parallelism rank 0 writes the checkpoints; other ranks must not delete them."""
+    values = [0.5, 0.3, 0.4, 0.1]
+    template = tmp_path / "e{epoch:02d}-{val_metric:.2f}"
+    writer = ModelCheckpoint(template, monitor="val_metric", mode="min", save_top_k=4)
+    fit(make_trainer(0.2), epochs=4, callbacks=[inject("val_metric", values), writer])
+    written = sorted(os.listdir(tmp_path))
+    assert len(written) == 4
+    monkeypatch.setattr(Trainer, "is_main_process", property(lambda self: False))
+    other_rank = ModelCheckpoint(template, monitor="val_metric", mode="min", save_top_k=1)
+    fit(make_trainer(0.2), epochs=4, callbacks=[inject("val_metric", values), other_rank])
+    assert sorted(os.listdir(tmp_path)) == written  # nothing written, nothing deleted
+    assert other_rank.top_k == [(0.1, str(tmp_path / "e04-0.10"))]  # the ranking is kept
+
+
 def test_model_checkpoint_top_k_on_real_val_loss_with_a_template(tmp_path):
     trainer = make_trainer(0.3, metrics=["accuracy"])
     saver = ModelCheckpoint(
@@ -580,6 +595,19 @@ def test_csv_logger_widens_its_header_when_validation_starts_later(tmp_path):
     assert [float(row["loss"]) for row in rows] == trainer.history.history["loss"]
 
 
+def test_nan_messages_print_on_the_main_process_only(capsys, monkeypatch):
+    monkeypatch.setattr(Trainer, "is_main_process", property(lambda self: False))
+    x, y = make_data()
+    x[20] = np.nan
+    trainer = make_trainer()
+    trainer.fit(
+        x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[TerminateOnNaN()]
+    )
+    assert trainer.global_step == 2  # every rank stops
+    out = capsys.readouterr().out
+    assert "TerminateOnNaN: batch" not in out and "training loss was NaN" not in out
+
+
 def test_terminate_on_nan_stops_at_the_first_bad_batch(capsys):
     x, y = make_data()
     x[20] = np.nan  # in batch 1 (samples 16..31), unshuffled
@@ -752,3 +780,11 @@ def test_verbose_callbacks_print_keras_messages(capsys, tmp_path):
     assert "Epoch 2: early stopping" in out
     assert "Restoring model weights from the end of the best epoch: 1." in out
     assert "Epoch 1: loss improved from None to " in out and "saving model to" in out
+
+
+def test_integer_arguments_take_numpy_integers(tmp_path):
+    assert EarlyStopping(patience=np.int64(3)).patience == 3
+    assert ReduceLROnPlateau(patience=np.int32(2), cooldown=np.int64(1)).cooldown == 1
+    saver = ModelCheckpoint(tmp_path / "m", save_top_k=np.int64(2), every_n_epochs=np.int8(2))
+    assert (saver.save_top_k, saver.every_n_epochs) == (2, 2)
+    assert type(saver.save_top_k) is int

@@ -16,6 +16,7 @@ from mlxkit._io import (
     recover_folder,
     remove_folder,
 )
+from mlxkit._validation import check_int
 from mlxkit.callbacks.base import Callback
 from mlxkit.callbacks.monitor import Mode, Monitor, load_best, say
 from mlxkit.checkpoint import (
@@ -99,19 +100,11 @@ class ModelCheckpoint(Callback):
                     f"every_n_steps={every_n_steps}"
                 )
             every_n_steps = save_freq
-        if save_top_k is not None and (not isinstance(save_top_k, int) or save_top_k < 1):
-            raise ValueError(
-                f"ModelCheckpoint: `save_top_k` must be a positive integer or None. "
-                f"Received: save_top_k={save_top_k!r}"
-            )
-        for name, value in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
-            if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 1
-            ):
-                raise ValueError(
-                    f"ModelCheckpoint: `{name}` must be a positive integer. "
-                    f"Received: {name}={value!r}"
-                )
+        if save_top_k is not None:
+            save_top_k = check_int(save_top_k, "save_top_k", owner="ModelCheckpoint")
+        every_n_epochs = check_int(every_n_epochs, "every_n_epochs", owner="ModelCheckpoint")
+        if every_n_steps is not None:
+            every_n_steps = check_int(every_n_steps, "every_n_steps", owner="ModelCheckpoint")
         if every_n_steps is not None and (save_best_only or save_top_k):
             raise ValueError(
                 "ModelCheckpoint: `save_freq=<int>` / `every_n_steps` save mid-epoch, where no "
@@ -222,7 +215,9 @@ class ModelCheckpoint(Callback):
         if self.save_top_k:
             self.top_k = [entry for entry in self.top_k if entry[1] != path] + [(current, path)]
             for _, old_path in self._ranked()[self.save_top_k :]:
-                if old_path != path:
+                # Every rank keeps the ranking (it is in the callback's state); only the rank
+                # that wrote the checkpoints deletes them.
+                if old_path != path and self.trainer.is_main_process:
                     remove_folder(old_path)
             self.top_k = self._ranked()[: self.save_top_k]
 
@@ -311,7 +306,9 @@ class BackupAndRestore(Callback):
                 f"BackupAndRestore: `backup_dir` must be a folder path. Received: "
                 f"backup_dir={backup_dir!r}"
             )
-        if save_freq != "epoch" and (not isinstance(save_freq, int) or save_freq < 1):
+        if save_freq != "epoch" and (
+            not isinstance(save_freq, int) or isinstance(save_freq, bool) or save_freq < 1
+        ):
             raise ValueError(
                 "BackupAndRestore: `save_freq` must be 'epoch' or a positive number of steps. "
                 f"Received: save_freq={save_freq!r}"

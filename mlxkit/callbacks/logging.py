@@ -149,7 +149,8 @@ class TerminateOnNaN(Callback):
                 f"TerminateOnNaN: NaN or Inf loss encountered at batch {batch}. Loss value: "
                 f"{loss}. Terminating training immediately."
             )
-        print(f"TerminateOnNaN: batch {batch}: invalid loss, terminating training", flush=True)
+        if self.trainer.is_main_process:  # every rank sees the same all-reduced loss
+            print(f"TerminateOnNaN: batch {batch}: invalid loss, terminating training", flush=True)
         self.trainer.stop_training = True
 
 

@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from mlxkit._validation import check_int
 from mlxkit.callbacks.base import Callback
 
 import mlx.core as mx
@@ -169,11 +170,7 @@ class EarlyStopping(Callback):
         restore_best_weights: bool = False,
         start_from_epoch: int = 0,
     ):
-        if not isinstance(patience, int) or patience < 0:
-            raise ValueError(
-                "EarlyStopping: `patience` must be an integer >= 0. "
-                f"Received: patience={patience!r}"
-            )
+        patience = check_int(patience, "patience", minimum=0, owner="EarlyStopping")
         self.tracker = Monitor("EarlyStopping", monitor, mode, min_delta)
         self.patience = patience
         self.verbose = verbose
@@ -298,12 +295,8 @@ class ReduceLROnPlateau(Callback):
             raise ValueError(
                 f"ReduceLROnPlateau: `factor` must be in (0, 1). Received: factor={factor!r}"
             )
-        for name, value in (("patience", patience), ("cooldown", cooldown)):
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(
-                    f"ReduceLROnPlateau: `{name}` must be an integer >= 0. "
-                    f"Received: {name}={value!r}"
-                )
+        patience = check_int(patience, "patience", minimum=0, owner="ReduceLROnPlateau")
+        cooldown = check_int(cooldown, "cooldown", minimum=0, owner="ReduceLROnPlateau")
         self.tracker = Monitor("ReduceLROnPlateau", monitor, mode, min_delta)
         self.factor, self.patience, self.cooldown, self.min_lr = factor, patience, cooldown, min_lr
         self.verbose = verbose

@@ -13,6 +13,7 @@ from mlxkit._io import (
     atomic_write_file,
     atomic_write_folder,
     check_folder_target,
+    folder_lock,
     recover_folder,
     remove_folder,
 )
@@ -399,7 +400,8 @@ class BackupAndRestore(Callback):
             # The latest backup becomes the previous one. A crash before the new one is in place
             # leaves the previous copy, which `resume_path` falls back on.
             remove_folder(self.previous_dir)
-            os.rename(self.backup_dir, self.previous_dir)
+            with folder_lock(self.backup_dir):  # readers see the backup whole or not at all
+                os.rename(self.backup_dir, self.previous_dir)
         save_checkpoint(self.trainer, self.backup_dir)
         self.saved_step = self.trainer.global_step
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shutil
 
 import mlxkit
 from mlxkit import Trainer
@@ -762,6 +763,46 @@ def test_corrupt_backup_is_replaced_by_the_previous_copy(tmp_path):
     assert history.epoch == [0, 1, 2] and trainer.global_step == 3 * STEPS
     assert mlxkit.checkpoint.read_checkpoint(tmp_path / "backup")[0]["epoch"] == 3
     assert mlxkit.checkpoint.read_checkpoint(backup.previous_dir)[0]["epoch"] == 2
+
+
+def test_kill_while_the_backup_rotates_resumes_from_the_previous_copy(tmp_path, monkeypatch):
+    """double_checkpoint moves the latest backup aside before writing the new one: a kill in
+    between leaves only the previous copy, which must be resumed from (not epoch 0)."""
+    from mlxkit.callbacks import checkpointing
+
+    calls = []
+    real_save = checkpointing.save_checkpoint
+
+    def killed_at_the_third_backup(trainer, path):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # after the rotation, before anything is written
+        real_save(trainer, path)
+
+    monkeypatch.setattr(checkpointing, "save_checkpoint", killed_at_the_third_backup)
+    backup = BackupAndRestore(tmp_path / "backup", double_checkpoint=True)
+    with pytest.raises(KeyboardInterrupt):
+        fit(make_trainer(), epochs=4, callbacks=[backup])
+    assert not (tmp_path / "backup").exists()
+    assert mlxkit.checkpoint.read_checkpoint(backup.previous_dir)[0]["epoch"] == 2
+    monkeypatch.setattr(checkpointing, "save_checkpoint", real_save)
+    trainer, batches = make_trainer(), []
+    count = LambdaCallback(on_train_batch_end=lambda batch, logs: batches.append(batch))
+    with pytest.warns(UserWarning, match=r"no backup in .* resuming from the previous copy"):
+        fit(trainer, epochs=4, callbacks=[BackupAndRestore(tmp_path / "backup"), count])
+    # Epochs 3 and 4 ran; the first two came from the previous copy.
+    assert len(batches) == 2 * STEPS and trainer.global_step == 4 * STEPS
+
+
+def test_missing_backup_with_an_unreadable_previous_copy_says_what_to_do(tmp_path):
+    backup = BackupAndRestore(tmp_path / "backup", double_checkpoint=True, delete_checkpoint=False)
+    fit(make_trainer(), epochs=2, callbacks=[backup])
+    shutil.rmtree(tmp_path / "backup")
+    (tmp_path / "backup.previous" / "trainer.json").write_text("{")
+    with pytest.raises(
+        mlxkit.checkpoint.CheckpointError, match=r"no backup in .*Delete .*previous"
+    ):
+        fit(make_trainer(), epochs=3, callbacks=[backup])
 
 
 def test_model_checkpoint_save_freq_is_every_n_steps(tmp_path):

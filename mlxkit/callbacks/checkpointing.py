@@ -13,6 +13,7 @@ from mlxkit._io import (
     atomic_write_file,
     atomic_write_folder,
     check_folder_target,
+    folder_lock,
     recover_folder,
     remove_folder,
 )
@@ -330,7 +331,7 @@ class BackupAndRestore(Callback):
         """
         recover_folder(self.backup_dir)
         if not _has_files(self.backup_dir):
-            return None
+            return self._previous_after_a_kill()
         try:
             read_checkpoint(self.backup_dir)
             return self.backup_dir
@@ -344,8 +345,8 @@ class BackupAndRestore(Callback):
             raise CheckpointError(
                 f"BackupAndRestore: the backup in {self.backup_dir!r} cannot be read ({damage}), "
                 f"and there is no readable previous copy in {self.previous_dir!r} ({error}). "
-                "Delete the backup folder to start training over; double_checkpoint=True keeps "
-                "a previous copy to fall back on."
+                "Delete the backup folder (and its .previous copy) to start training over; "
+                "double_checkpoint=True keeps a previous copy to fall back on."
             ) from None
         warnings.warn(
             f"BackupAndRestore: the backup in {self.backup_dir!r} cannot be read ({damage}); "
@@ -356,6 +357,29 @@ class BackupAndRestore(Callback):
             # As Keras does, the previous copy replaces the damaged one, so that the next backup
             # moves a readable copy aside.
             atomic_write_folder(self.backup_dir, self._copy_previous, argument="backup_dir")
+        return self.previous_dir
+
+    def _previous_after_a_kill(self) -> str | None:
+        """The previous copy when the backup is missing beside it, else `None` (a fresh start).
+
+        `double_checkpoint` moves the latest backup aside before it writes the next one; a kill
+        in between leaves only that copy, and starting over would lose all of it.
+        """
+        if not _has_files(self.previous_dir):
+            return None
+        try:
+            read_checkpoint(self.previous_dir)
+        except CheckpointError as error:
+            raise CheckpointError(
+                f"BackupAndRestore: there is no backup in {self.backup_dir!r} and the previous "
+                f"copy in {self.previous_dir!r} cannot be read ({error}). Delete "
+                f"{self.previous_dir!r} to start training over."
+            ) from None
+        warnings.warn(
+            f"BackupAndRestore: no backup in {self.backup_dir!r} (training was stopped while it "
+            f"was being replaced); resuming from the previous copy in {self.previous_dir!r}.",
+            stacklevel=3,
+        )
         return self.previous_dir
 
     def _copy_previous(self, folder: str) -> None:
@@ -376,7 +400,8 @@ class BackupAndRestore(Callback):
             # The latest backup becomes the previous one. A crash before the new one is in place
             # leaves the previous copy, which `resume_path` falls back on.
             remove_folder(self.previous_dir)
-            os.rename(self.backup_dir, self.previous_dir)
+            with folder_lock(self.backup_dir):  # readers see the backup whole or not at all
+                os.rename(self.backup_dir, self.previous_dir)
         save_checkpoint(self.trainer, self.backup_dir)
         self.saved_step = self.trainer.global_step
 

@@ -275,10 +275,10 @@ def _numpy_conv_transpose(
 
 
 def test_conv_transpose_function_matches_its_definition() -> None:
-    """Random 1-D and 2-D settings against the NumPy scatter above (independent of MLX)."""
+    """Random 1-D, 2-D and 3-D settings against the NumPy scatter above (independent of MLX)."""
     rng = np.random.default_rng(0)
-    for case in range(60):
-        spatial = 1 + case % 2
+    for case in range(75):
+        spatial = 1 + case % 3
         kernel = tuple(int(k) for k in rng.integers(1, 5, spatial))
         stride = tuple(int(s) for s in rng.integers(1, 4, spatial))
         dilation = tuple(int(d) for d in rng.integers(1, 3, spatial))

@@ -331,53 +331,43 @@ class BackupAndRestore(Callback):
         """
         recover_folder(self.backup_dir)
         if not _has_files(self.backup_dir):
-            return self._previous_after_a_kill()
+            if not _has_files(self.previous_dir):
+                return None  # a fresh start
+            # `double_checkpoint` moves the latest backup aside before it writes the next one:
+            # a kill in between leaves only the previous copy, and starting over would lose it.
+            return self._previous_copy(
+                f"there is no backup in {self.backup_dir!r} (training was stopped while it was "
+                "being replaced)"
+            )
         try:
             read_checkpoint(self.backup_dir)
             return self.backup_dir
         except CheckpointError as error:
-            damage = str(error)
+            previous = self._previous_copy(
+                f"the backup in {self.backup_dir!r} cannot be read ({error})"
+            )
+        if self.trainer.is_main_process:
+            # As Keras does, the previous copy replaces the damaged one, so that the next backup
+            # moves a readable copy aside.
+            atomic_write_folder(self.backup_dir, self._copy_previous, argument="backup_dir")
+        return previous
+
+    def _previous_copy(self, problem: str) -> str:
+        """The previous copy, once read whole, with a warning that names `problem`."""
         try:
             if not _has_files(self.previous_dir):
                 raise CheckpointError("no previous copy")
             read_checkpoint(self.previous_dir)
         except CheckpointError as error:
             raise CheckpointError(
-                f"BackupAndRestore: the backup in {self.backup_dir!r} cannot be read ({damage}), "
-                f"and there is no readable previous copy in {self.previous_dir!r} ({error}). "
-                "Delete the backup folder (and its .previous copy) to start training over; "
-                "double_checkpoint=True keeps a previous copy to fall back on."
+                f"BackupAndRestore: {problem}, and there is no readable previous copy in "
+                f"{self.previous_dir!r} ({error}). Delete the backup folder (and its .previous "
+                "copy) to start training over; double_checkpoint=True keeps a previous copy to "
+                "fall back on."
             ) from None
         warnings.warn(
-            f"BackupAndRestore: the backup in {self.backup_dir!r} cannot be read ({damage}); "
-            f"resuming from the previous copy in {self.previous_dir!r}.",
-            stacklevel=2,
-        )
-        if self.trainer.is_main_process:
-            # As Keras does, the previous copy replaces the damaged one, so that the next backup
-            # moves a readable copy aside.
-            atomic_write_folder(self.backup_dir, self._copy_previous, argument="backup_dir")
-        return self.previous_dir
-
-    def _previous_after_a_kill(self) -> str | None:
-        """The previous copy when the backup is missing beside it, else `None` (a fresh start).
-
-        `double_checkpoint` moves the latest backup aside before it writes the next one; a kill
-        in between leaves only that copy, and starting over would lose all of it.
-        """
-        if not _has_files(self.previous_dir):
-            return None
-        try:
-            read_checkpoint(self.previous_dir)
-        except CheckpointError as error:
-            raise CheckpointError(
-                f"BackupAndRestore: there is no backup in {self.backup_dir!r} and the previous "
-                f"copy in {self.previous_dir!r} cannot be read ({error}). Delete "
-                f"{self.previous_dir!r} to start training over."
-            ) from None
-        warnings.warn(
-            f"BackupAndRestore: no backup in {self.backup_dir!r} (training was stopped while it "
-            f"was being replaced); resuming from the previous copy in {self.previous_dir!r}.",
+            f"BackupAndRestore: {problem}; resuming from the previous copy in "
+            f"{self.previous_dir!r}.",
             stacklevel=3,
         )
         return self.previous_dir

@@ -88,12 +88,8 @@ class ModelCheckpoint(Callback):
         save_weights_only: bool = False,
         initial_value_threshold: float | None = None,
     ):
+        _check_save_freq(save_freq, "ModelCheckpoint", "batches")
         if save_freq != "epoch":
-            if not isinstance(save_freq, int) or isinstance(save_freq, bool) or save_freq < 1:
-                raise ValueError(
-                    "ModelCheckpoint: `save_freq` must be 'epoch' or a positive number of batches. "
-                    f"Received: save_freq={save_freq!r}"
-                )
             if every_n_steps is not None and every_n_steps != save_freq:
                 raise ValueError(
                     "ModelCheckpoint: `save_freq` and `every_n_steps` both set the number of "
@@ -237,6 +233,17 @@ class ModelCheckpoint(Callback):
 _FOREIGN_SUFFIXES = (".keras", ".h5", ".hdf5", ".pt", ".pth", ".ckpt", ".npz", ".pkl", ".bin")
 
 
+def _check_save_freq(save_freq: object, owner: str, unit: str) -> None:
+    """Refuses a `save_freq` that is neither "epoch" nor a positive int (a bool included)."""
+    if save_freq != "epoch" and (
+        not isinstance(save_freq, int) or isinstance(save_freq, bool) or save_freq < 1
+    ):
+        raise ValueError(
+            f"{owner}: `save_freq` must be 'epoch' or a positive number of {unit}. "
+            f"Received: save_freq={save_freq!r}"
+        )
+
+
 def _checked_filepath(filepath: str, weights_only: bool, every_n_steps: int | None) -> str:
     """Validates a ModelCheckpoint path template before training, and returns it."""
     if "batch" in _fields(filepath) and every_n_steps is None:
@@ -307,13 +314,7 @@ class BackupAndRestore(Callback):
                 f"BackupAndRestore: `backup_dir` must be a folder path. Received: "
                 f"backup_dir={backup_dir!r}"
             )
-        if save_freq != "epoch" and (
-            not isinstance(save_freq, int) or isinstance(save_freq, bool) or save_freq < 1
-        ):
-            raise ValueError(
-                "BackupAndRestore: `save_freq` must be 'epoch' or a positive number of steps. "
-                f"Received: save_freq={save_freq!r}"
-            )
+        _check_save_freq(save_freq, "BackupAndRestore", "steps")
         self.backup_dir = check_checkpoint_target(backup_dir, argument="backup_dir")
         self.previous_dir = os.path.normpath(self.backup_dir) + ".previous"
         self.save_freq = save_freq

@@ -88,12 +88,8 @@ class ModelCheckpoint(Callback):
         save_weights_only: bool = False,
         initial_value_threshold: float | None = None,
     ):
+        _check_save_freq(save_freq, "ModelCheckpoint", "batches")
         if save_freq != "epoch":
-            if not isinstance(save_freq, int) or isinstance(save_freq, bool) or save_freq < 1:
-                raise ValueError(
-                    "ModelCheckpoint: `save_freq` must be 'epoch' or a positive number of batches. "
-                    f"Received: save_freq={save_freq!r}"
-                )
             if every_n_steps is not None and every_n_steps != save_freq:
                 raise ValueError(
                     "ModelCheckpoint: `save_freq` and `every_n_steps` both set the number of "
@@ -237,6 +233,17 @@ class ModelCheckpoint(Callback):
 _FOREIGN_SUFFIXES = (".keras", ".h5", ".hdf5", ".pt", ".pth", ".ckpt", ".npz", ".pkl", ".bin")
 
 
+def _check_save_freq(save_freq: object, owner: str, unit: str) -> None:
+    """Refuses a `save_freq` that is neither "epoch" nor a positive int (a bool included)."""
+    if save_freq != "epoch" and (
+        not isinstance(save_freq, int) or isinstance(save_freq, bool) or save_freq < 1
+    ):
+        raise ValueError(
+            f"{owner}: `save_freq` must be 'epoch' or a positive number of {unit}. "
+            f"Received: save_freq={save_freq!r}"
+        )
+
+
 def _checked_filepath(filepath: str, weights_only: bool, every_n_steps: int | None) -> str:
     """Validates a ModelCheckpoint path template before training, and returns it."""
     if "batch" in _fields(filepath) and every_n_steps is None:
@@ -307,13 +314,7 @@ class BackupAndRestore(Callback):
                 f"BackupAndRestore: `backup_dir` must be a folder path. Received: "
                 f"backup_dir={backup_dir!r}"
             )
-        if save_freq != "epoch" and (
-            not isinstance(save_freq, int) or isinstance(save_freq, bool) or save_freq < 1
-        ):
-            raise ValueError(
-                "BackupAndRestore: `save_freq` must be 'epoch' or a positive number of steps. "
-                f"Received: save_freq={save_freq!r}"
-            )
+        _check_save_freq(save_freq, "BackupAndRestore", "steps")
         self.backup_dir = check_checkpoint_target(backup_dir, argument="backup_dir")
         self.previous_dir = os.path.normpath(self.backup_dir) + ".previous"
         self.save_freq = save_freq
@@ -331,53 +332,43 @@ class BackupAndRestore(Callback):
         """
         recover_folder(self.backup_dir)
         if not _has_files(self.backup_dir):
-            return self._previous_after_a_kill()
+            if not _has_files(self.previous_dir):
+                return None  # a fresh start
+            # `double_checkpoint` moves the latest backup aside before it writes the next one:
+            # a kill in between leaves only the previous copy, and starting over would lose it.
+            return self._previous_copy(
+                f"there is no backup in {self.backup_dir!r} (training was stopped while it was "
+                "being replaced)"
+            )
         try:
             read_checkpoint(self.backup_dir)
             return self.backup_dir
         except CheckpointError as error:
-            damage = str(error)
+            previous = self._previous_copy(
+                f"the backup in {self.backup_dir!r} cannot be read ({error})"
+            )
+        if self.trainer.is_main_process:
+            # As Keras does, the previous copy replaces the damaged one, so that the next backup
+            # moves a readable copy aside.
+            atomic_write_folder(self.backup_dir, self._copy_previous, argument="backup_dir")
+        return previous
+
+    def _previous_copy(self, problem: str) -> str:
+        """The previous copy, once read whole, with a warning that names `problem`."""
         try:
             if not _has_files(self.previous_dir):
                 raise CheckpointError("no previous copy")
             read_checkpoint(self.previous_dir)
         except CheckpointError as error:
             raise CheckpointError(
-                f"BackupAndRestore: the backup in {self.backup_dir!r} cannot be read ({damage}), "
-                f"and there is no readable previous copy in {self.previous_dir!r} ({error}). "
-                "Delete the backup folder (and its .previous copy) to start training over; "
-                "double_checkpoint=True keeps a previous copy to fall back on."
+                f"BackupAndRestore: {problem}, and there is no readable previous copy in "
+                f"{self.previous_dir!r} ({error}). Delete the backup folder (and its .previous "
+                "copy) to start training over; double_checkpoint=True keeps a previous copy to "
+                "fall back on."
             ) from None
         warnings.warn(
-            f"BackupAndRestore: the backup in {self.backup_dir!r} cannot be read ({damage}); "
-            f"resuming from the previous copy in {self.previous_dir!r}.",
-            stacklevel=2,
-        )
-        if self.trainer.is_main_process:
-            # As Keras does, the previous copy replaces the damaged one, so that the next backup
-            # moves a readable copy aside.
-            atomic_write_folder(self.backup_dir, self._copy_previous, argument="backup_dir")
-        return self.previous_dir
-
-    def _previous_after_a_kill(self) -> str | None:
-        """The previous copy when the backup is missing beside it, else `None` (a fresh start).
-
-        `double_checkpoint` moves the latest backup aside before it writes the next one; a kill
-        in between leaves only that copy, and starting over would lose all of it.
-        """
-        if not _has_files(self.previous_dir):
-            return None
-        try:
-            read_checkpoint(self.previous_dir)
-        except CheckpointError as error:
-            raise CheckpointError(
-                f"BackupAndRestore: there is no backup in {self.backup_dir!r} and the previous "
-                f"copy in {self.previous_dir!r} cannot be read ({error}). Delete "
-                f"{self.previous_dir!r} to start training over."
-            ) from None
-        warnings.warn(
-            f"BackupAndRestore: no backup in {self.backup_dir!r} (training was stopped while it "
-            f"was being replaced); resuming from the previous copy in {self.previous_dir!r}.",
+            f"BackupAndRestore: {problem}; resuming from the previous copy in "
+            f"{self.previous_dir!r}.",
             stacklevel=3,
         )
         return self.previous_dir

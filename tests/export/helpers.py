@@ -12,6 +12,11 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
+# Non-trivial BatchNorm statistics, so that folding them is actually tested: the one copy is the
+# export benchmark's, which needs them too.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
+from bench_export import trained_like
+
 FP32_TOLERANCE = 1e-4  # max |error| / max |reference|
 FP16_TOLERANCE = 1e-2  # float16 storage: ~3 significant digits after dozens of layers
 
@@ -30,23 +35,9 @@ def as_tuple(result: Any) -> tuple[mx.array, ...]:
     return tuple(result) if isinstance(result, (list, tuple)) else (result,)
 
 
-def random_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Gives every BatchNorm non-trivial statistics so that folding them is actually tested."""
-    rng = np.random.default_rng(seed)
-    for _, module in model.named_modules():
-        if isinstance(module, nn.BatchNorm):
-            c = module.running_mean.shape[0]
-            module.running_mean = mx.array(rng.normal(0, 0.5, c).astype(np.float32))
-            module.running_var = mx.array(rng.uniform(0.5, 2.0, c).astype(np.float32))
-            if "weight" in module:
-                module.weight = mx.array(rng.uniform(0.5, 1.5, c).astype(np.float32))
-                module.bias = mx.array(rng.normal(0, 0.2, c).astype(np.float32))
-    return model
-
-
 def seeded(make: Callable[[], nn.Module]) -> nn.Module:
     mx.random.seed(0)
-    model = random_bn(make())
+    model = trained_like(make())
     model.eval()
     mx.eval(model.parameters())
     return model
